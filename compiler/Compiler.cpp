@@ -126,7 +126,8 @@ void printPlanJson(const std::vector<uint8_t> &bytes, std::ostream &out) {
   idl.output_default_scalars_in_json = true;
   flatbuffers::Parser parser(idl);
   std::string json;
-  if (!parser.Parse(kPlanSchema) || !flatbuffers::GenerateText(parser, bytes.data(), &json))
+  const uint8_t *root = bytes.data() + sizeof(flatbuffers::uoffset_t);  // skip the size prefix
+  if (!parser.Parse(kPlanSchema) || !flatbuffers::GenerateText(parser, root, &json))
     throw CompileError("cannot print the plan as JSON: " + parser.error_);
   out << json;
 }

@@ -110,7 +110,7 @@ public:
     auto root = plan::CreatePlanDirect(fbb, plan::kSchemaMajor, plan::kSchemaMinor, kProducer, meta,
                                        parallel, kv, &kernels, &ranks,
                                        limits.max_tokens_per_forward, limits.max_seqs_per_forward);
-    plan::FinishPlanBuffer(fbb, root);
+    plan::FinishSizePrefixedPlanBuffer(fbb, root);
     return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   }
 

@@ -67,6 +67,8 @@ void checkSemantics(const Plan &plan, const std::string &source) {
     for (const Step *step : *rank->steps()) {
       if (const Launch *launch = step->op_as_Launch()) {
         checkIndex(source, launch->kernel(), numKernels, "kernel");
+        if (!launch->buffers())
+          fail(source, "kernel launch without buffer arguments");
         for (int32_t buffer : *launch->buffers())
           checkIndex(source, buffer, numBuffers, "buffer");
       } else if (const Gemm *gemm = step->op_as_Gemm()) {
@@ -92,8 +94,15 @@ PlanFile PlanFile::fromBytes(std::span<const uint8_t> bytes, const std::string &
     fail(source, "file too short to be a plan (" + std::to_string(bytes.size()) + " bytes)");
   if (bytes.size() > kMaxPlanBytes)
     fail(source, "file larger than 2 GiB cannot be a plan");
-  if (!PlanBufferHasIdentifier(bytes.data()))
+  // Plans are size-prefixed, so that any truncation (even of trailing
+  // padding, which the FlatBuffers verifier cannot notice) is detected.
+  if (!flatbuffers::BufferHasIdentifier(bytes.data(), PlanIdentifier(), /*size_prefixed=*/true))
     fail(source, "not an llmc plan (file identifier is not LLMP)");
+  const size_t declared = flatbuffers::ReadScalar<flatbuffers::uoffset_t>(bytes.data()) +
+                          sizeof(flatbuffers::uoffset_t);
+  if (declared != bytes.size())
+    fail(source, "plan is truncated or has trailing bytes (" + std::to_string(bytes.size()) +
+                     " bytes, header says " + std::to_string(declared) + ")");
 
   PlanFile file;
   file.data_.reset(static_cast<uint8_t *>(::operator new[](bytes.size(), kAlignment)));
@@ -101,9 +110,9 @@ PlanFile PlanFile::fromBytes(std::span<const uint8_t> bytes, const std::string &
   std::copy(bytes.begin(), bytes.end(), file.data_.get());
 
   flatbuffers::Verifier verifier(file.data_.get(), file.size_);
-  if (!VerifyPlanBuffer(verifier))
+  if (!VerifySizePrefixedPlanBuffer(verifier))
     fail(source, "plan is corrupted or truncated (FlatBuffers verification failed)");
-  file.plan_ = GetPlan(file.data_.get());
+  file.plan_ = GetSizePrefixedPlan(file.data_.get());
   if (file.plan_->schema_major() != kSchemaMajor)
     fail(source, "plan schema version " + std::to_string(file.plan_->schema_major()) + "." +
                      std::to_string(file.plan_->schema_minor()) + " is not supported (this build reads " +
@@ -114,8 +123,8 @@ PlanFile PlanFile::fromBytes(std::span<const uint8_t> bytes, const std::string &
 
 PlanFile PlanFile::load(const std::string &path) {
   std::filesystem::path file = path;
-  if (std::filesystem::is_directory(file))
-    file /= "plan.llmp";
+  if (!std::filesystem::is_regular_file(file))
+    file /= "plan.llmp";  // an engine directory (or a path that is neither)
   std::ifstream in(file, std::ios::binary);
   if (!in)
     throw PlanError(file.string() + ": cannot open (is '" + path + "' an engine directory?)");
