@@ -90,7 +90,8 @@ void checkSemantics(const Plan &plan, const std::string &source) {
 void PlanFile::FreeAligned::operator()(uint8_t *p) const { ::operator delete[](p, kAlignment); }
 
 PlanFile PlanFile::fromBytes(std::span<const uint8_t> bytes, const std::string &source) {
-  if (bytes.size() < 8)
+  // Size prefix, root offset and file identifier: 12 bytes before anything else.
+  if (bytes.size() < 12)
     fail(source, "file too short to be a plan (" + std::to_string(bytes.size()) + " bytes)");
   if (bytes.size() > kMaxPlanBytes)
     fail(source, "file larger than 2 GiB cannot be a plan");
