@@ -4,10 +4,10 @@
 #include "compiler/Compiler.h"
 
 #include "compiler/PlanEmitter.h"
-#include "models/CheckpointCheck.h"
 #include "models/DecoderBuilder.h"
 #include "passes/Passes.h"
 #include "runtime/plan/PlanFile.h"
+#include "runtime/weights/Recipes.h"
 #include "runtime/weights/safetensors.h"
 
 #include "mlir/IR/Diagnostics.h"
@@ -81,28 +81,16 @@ bool hasCheckpoint(const fs::path &dir) {
   return fs::exists(dir / "model.safetensors") || fs::exists(dir / "model.safetensors.index.json");
 }
 
-std::vector<models::ParamSpec> collectParams(mlir::ModuleOp module) {
-  std::vector<models::ParamSpec> params;
-  module.walk([&](llm::ParamOp param) {
-    auto shape = param.getType().getShape();
-    params.push_back({param.getName().str(), {shape.begin(), shape.end()}});
-  });
-  return params;
-}
-
-void checkCheckpoint(mlir::ModuleOp module, const std::string &model_dir, std::ostream &log) {
+// Checks the checkpoint's safetensors headers against the plan's weight
+// recipes: the same check the runtime makes when it binds the weights.
+void checkCheckpoint(const std::vector<uint8_t> &planBytes, const std::string &model_dir,
+                     std::ostream &log) {
+  plan::PlanFile file = plan::PlanFile::fromBytes(planBytes, "emitted plan");
   weights::Checkpoint checkpoint = weights::Checkpoint::open(model_dir);
-  models::CheckpointReport report = models::checkCheckpoint(collectParams(module), checkpoint);
-  for (const std::string &warning : report.warnings)
-    log << "llmc: warning: checkpoint in " << model_dir << ": " << warning << "\n";
-  if (report.errors.empty())
-    return;
-  std::string message = "checkpoint in " + model_dir + " does not match config.json (" +
-                        std::to_string(report.errors.size()) + " problem" +
-                        (report.errors.size() == 1 ? "" : "s") + "): ";
-  for (size_t i = 0; i < report.errors.size(); ++i)
-    message += (i ? "; " : "") + report.errors[i];
-  throw CompileError(message);
+  runtime::RecipeReport report = runtime::checkRecipes(*file.plan().ranks()->Get(0), checkpoint);
+  for (const std::string &name : report.unused)
+    log << "llmc: warning: checkpoint in " << model_dir << ": unused tensor '" << name << "'\n";
+  runtime::throwIfInvalid(report, model_dir);
 }
 
 void runPasses(mlir::ModuleOp module, DiagnosticCollector &diagnostics,
@@ -178,14 +166,6 @@ void compile(const CompileOptions &options, std::ostream &out, std::ostream &log
     diagnostics.fail("the model graph does not verify");
   progress.step("built the llm graph");
 
-  if (check) {
-    try {
-      checkCheckpoint(*module, options.model_dir, log);
-    } catch (const weights::SafetensorsError &error) {
-      throw CompileError(error.what());
-    }
-    progress.step("checked the checkpoint's tensors");
-  }
   if (options.emit == "llm")
     printModule(*module, out);
 
@@ -206,6 +186,14 @@ void compile(const CompileOptions &options, std::ostream &out, std::ostream &log
   // What we write must be what the runtime accepts.
   plan::PlanFile::fromBytes(*bytes, "emitted plan");
   progress.step("emitted the plan (" + std::to_string(bytes->size()) + " bytes)");
+  if (check) {
+    try {
+      checkCheckpoint(*bytes, options.model_dir, log);
+    } catch (const std::runtime_error &error) {  // SafetensorsError or WeightError
+      throw CompileError(error.what());
+    }
+    progress.step("checked the checkpoint's tensors against the weight recipes");
+  }
   if (options.emit == "plan")
     printPlanJson(*bytes, out);
 
@@ -241,19 +229,24 @@ void writeRandomWeights(const std::string &model_dir, uint64_t seed, std::ostrea
   weights::SafetensorsWriter writer;
   writer.setMetadata({{"format", "pt"}});
   int64_t total = 0;
-  for (const models::ParamSpec &param : collectParams(*module)) {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> params;
+  module->walk([&](llm::ParamOp op) {
+    auto shape = op.getType().getShape();
+    params.push_back({op.getName().str(), {shape.begin(), shape.end()}});
+  });
+  for (const auto &[name, shape] : params) {
     int64_t count = 1;
-    for (int64_t dim : param.shape)
+    for (int64_t dim : shape)
       count *= dim;
     total += count;
     // Each tensor has its own stream, so values do not depend on tensor order.
     uint64_t nameHash = 1469598103934665603ull;  // FNV-1a: stable across platforms
-    for (unsigned char c : param.name)
+    for (unsigned char c : name)
       nameHash = (nameHash ^ c) * 1099511628211ull;
     std::mt19937_64 engine(seed ^ nameHash);
     std::normal_distribution<float> normal(0.0f, 0.02f);
-    const bool isNorm = param.name.find("norm") != std::string::npos;
-    const bool isBias = param.name.ends_with(".bias");
+    const bool isNorm = name.find("norm") != std::string::npos;
+    const bool isBias = name.ends_with(".bias");
     std::vector<std::byte> bytes(size_t(count) * weights::dtypeBytes(dtype));
     for (int64_t i = 0; i < count; ++i) {
       float value = isNorm ? 1.0f : isBias ? 0.0f : normal(engine);
@@ -265,7 +258,7 @@ void writeRandomWeights(const std::string &model_dir, uint64_t seed, std::ostrea
         std::memcpy(&bytes[size_t(i) * 2], &half, 2);
       }
     }
-    writer.add(param.name, dtype, param.shape, std::move(bytes));
+    writer.add(name, dtype, shape, std::move(bytes));
   }
   fs::path path = fs::path(model_dir) / "model.safetensors";
   writer.write(path.string());

@@ -53,7 +53,7 @@ ordered_json summarize(const plan::PlanFile &file, const std::string &path) {
     paramCount += elements;
     paramBytes += elements * plan::dtypeBytes(param->dtype());
     for (const auto *source : *param->sources())
-      sourceTensors.insert(source->str());
+      sourceTensors.insert(source->name()->str());
   }
 
   // Steps per decoder layer, by kind.

@@ -169,18 +169,20 @@ private:
       if (auto input = dyn_cast<exec::InputOp>(op)) {
         addBuffer(input, input.getType(), plan::BufferKind::input, input.getName().str(), 0);
       } else if (auto weight = dyn_cast<exec::WeightOp>(op)) {
-        std::vector<std::string> sources;
-        for (Attribute source : weight.getSources())
-          sources.push_back(cast<StringAttr>(source).str());
+        std::vector<std::string> names;
+        std::vector<fb::Offset<plan::WeightSource>> sources;
+        for (auto [source, shape] : llvm::zip(weight.getSources(), weight.getSourceShapes())) {
+          names.push_back(cast<StringAttr>(source).str());
+          ArrayRef<int64_t> dims = cast<DenseI64ArrayAttr>(shape).asArrayRef();
+          std::vector<int64_t> sourceShape(dims.begin(), dims.end());
+          sources.push_back(plan::CreateWeightSourceDirect(fbb, names.back().c_str(), &sourceShape));
+        }
         auto type = weight.getType();
         std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
         addFixedBuffer(weight, type, plan::BufferKind::parameter, int32_t(parameters.size()));
-        std::vector<fb::Offset<fb::String>> sourceOffsets;
-        for (const std::string &source : sources)
-          sourceOffsets.push_back(fbb.CreateString(source));
-        parameters.push_back(plan::CreateParameterDirect(
-            fbb, fusedName(sources).c_str(),
-            planDType(type.getElementType()), &shape, &sourceOffsets, int32_t(weight.getAxis())));
+        parameters.push_back(plan::CreateParameterDirect(fbb, fusedName(names).c_str(),
+                                                         planDType(type.getElementType()), &shape,
+                                                         &sources, int32_t(weight.getAxis())));
       } else if (auto constant = dyn_cast<exec::ConstantOp>(op)) {
         auto type = constant.getType();
         auto dense = dyn_cast<DenseElementsAttr>(constant.getValue());

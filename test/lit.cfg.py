@@ -14,6 +14,7 @@ config.environment["FILECHECK_OPTS"] = "--enable-var-scope"
 
 config.substitutions.append(("%fixtures", os.path.join(config.llmc_src_dir, "test", "fixtures")))
 config.substitutions.append(("%models", os.path.join(config.llmc_src_dir, "models")))
+config.substitutions.append(("%repo", config.llmc_src_dir))
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.llmc_bin_dir, append_path=True)
 llvm_config.with_environment("PATH", config.llmc_test_bin_dir, append_path=True)

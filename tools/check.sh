@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup-debian.sh
 tools/build.sh build
-tools/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DLLMC_BUILD_COMPILER=OFF -DLLMC_SANITIZE=ON
-ctest --test-dir build-asan --output-on-failure
 ctest --test-dir build --output-on-failure
+# The sanitizer build runs the golden tests on the engines the full build compiled.
+tools/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DLLMC_BUILD_COMPILER=OFF -DLLMC_SANITIZE=ON \
+  -DLLMC_GOLDEN_ENGINES_DIR="$PWD/build/test/golden-engines"
+ctest --test-dir build-asan --output-on-failure

@@ -122,8 +122,25 @@ LogicalResult WeightOp::verify() {
     if (cast<StringAttr>(source).getValue().empty())
       return emitOpError() << "source tensor names must be non-empty";
   auto type = getResult().getType();
-  if (int64_t axis = getAxis(); axis < 0 || axis >= type.getRank())
-    return emitOpError() << "concat axis " << getAxis() << " is out of range for " << type;
+  const int64_t axis = getAxis();
+  if (axis < 0 || axis >= type.getRank())
+    return emitOpError() << "concat axis " << axis << " is out of range for " << type;
+  if (getSourceShapes().size() != getSources().size())
+    return emitOpError() << "needs one shape per source, got " << getSourceShapes().size()
+                         << " for " << getSources().size() << " sources";
+  int64_t axisTotal = 0;
+  for (Attribute attr : getSourceShapes()) {
+    ArrayRef<int64_t> shape = cast<DenseI64ArrayAttr>(attr).asArrayRef();
+    bool fits = int64_t(shape.size()) == type.getRank();
+    for (int64_t d = 0; fits && d < type.getRank(); ++d)
+      fits = d == axis || shape[d] == type.getDimSize(d);
+    if (!fits)
+      return emitOpError() << "source shape does not fit " << type << " along axis " << axis;
+    axisTotal += shape[axis];
+  }
+  if (axisTotal != type.getDimSize(axis))
+    return emitOpError() << "sources give " << axisTotal << " along axis " << axis << ", "
+                         << type << " needs " << type.getDimSize(axis);
   return success();
 }
 

@@ -113,14 +113,18 @@ def Exec_InputOp : Exec_Op<"input", [Pure]> {
 def Exec_WeightOp : Exec_Op<"weight", [Pure]> {
   let summary = "A weight and the recipe that builds it from checkpoint tensors";
   let description = [{
-    The weight is the concatenation of `sources` (checkpoint tensor names)
-    along `axis`, converted to the result's element type at load time.
+    The weight is the concatenation of `sources` (checkpoint tensor names,
+    of shapes `source_shapes`) along `axis`, converted to the result's
+    element type at load time.
 
     ```mlir
-    %w = exec.weight ["q.weight", "k.weight", "v.weight"] {axis = 0 : i64} : memref<6144x4096xbf16>
+    %w = exec.weight ["q.weight", "k.weight"] {source_shapes = [array<i64: 4096, 4096>,
+        array<i64: 1024, 4096>]} : memref<5120x4096xbf16>
     ```
   }];
-  let arguments = (ins StrArrayAttr:$sources, DefaultValuedAttr<I64Attr, "0">:$axis);
+  let arguments = (ins StrArrayAttr:$sources,
+                       TypedArrayAttrBase<DenseI64ArrayAttr, "shapes">:$source_shapes,
+                       DefaultValuedAttr<I64Attr, "0">:$axis);
   let results = (outs AnyStaticShapeMemRef:$result);
   let assemblyFormat = "$sources attr-dict `:` type($result)";
   let hasVerifier = 1;

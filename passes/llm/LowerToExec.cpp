@@ -203,16 +203,18 @@ private:
   }
 
   // Flattens a tree of same-axis llm.concat over llm.param into one recipe.
-  LogicalResult collectSources(Value weight, int64_t axis, SmallVector<Attribute> &sources) {
+  LogicalResult collectSources(Value weight, int64_t axis, SmallVector<Attribute> &sources,
+                               SmallVector<Attribute> &shapes) {
     if (auto param = weight.getDefiningOp<llm::ParamOp>()) {
       sources.push_back(param.getNameAttr());
+      shapes.push_back(DenseI64ArrayAttr::get(param.getContext(), param.getType().getShape()));
       return success();
     }
     auto concat = weight.getDefiningOp<llm::ConcatOp>();
     if (!concat || int64_t(concat.getAxis()) != axis)
       return emitError(weight.getLoc()) << "weights must be llm.param or llm.concat along one axis";
     for (Value input : concat.getInputs())
-      if (failed(collectSources(input, axis, sources)))
+      if (failed(collectSources(input, axis, sources, shapes)))
         return failure();
     return success();
   }
@@ -220,12 +222,13 @@ private:
   Value lowerWeight(Value weight) {
     auto concat = weight.getDefiningOp<llm::ConcatOp>();
     int64_t axis = concat ? int64_t(concat.getAxis()) : 0;
-    SmallVector<Attribute> sources;
-    if (failed(collectSources(weight, axis, sources))) {
+    auto type = cast<RankedTensorType>(weight.getType());
+    SmallVector<Attribute> sources, shapes;
+    if (failed(collectSources(weight, axis, sources, shapes))) {
       weightError = true;
       sources = {StringAttr::get(weight.getContext(), "<invalid>")};
+      shapes = {DenseI64ArrayAttr::get(weight.getContext(), type.getShape())};
     }
-    auto type = cast<RankedTensorType>(weight.getType());
     auto memrefType = MemRefType::get(type.getShape(), type.getElementType());
     std::string key = std::to_string(axis);
     for (Attribute source : sources)
@@ -233,8 +236,9 @@ private:
     Value &lowered = weights[key];
     if (!lowered)
       lowered = exec::WeightOp::create(topBuilder, weight.getLoc(), memrefType,
-                                                  topBuilder.getArrayAttr(sources),
-                                                  topBuilder.getI64IntegerAttr(axis));
+                                       topBuilder.getArrayAttr(sources),
+                                       topBuilder.getArrayAttr(shapes),
+                                       topBuilder.getI64IntegerAttr(axis));
     mapped[weight] = lowered;
     return lowered;
   }

@@ -9,9 +9,9 @@ exec.kernel @rms_norm_16_bf16 {kernel_template = "rms_norm", params = array<i64:
 func.func @program() attributes {exec.workspace_bytes_per_seq = 0 : i64, exec.workspace_bytes_per_token = 64 : i64} {
   // CHECK: %[[IDS:.*]] = exec.input "token_ids" : <tokens, 1, i32>
   %ids = exec.input "token_ids" : !exec.buf<tokens, 1, i32>
-  // CHECK: %[[W:.*]] = exec.weight ["a.weight", "b.weight"] : memref<32x16xbf16>
-  %w = exec.weight ["a.weight", "b.weight"] {axis = 0 : i64} : memref<32x16xbf16>
-  %n = exec.weight ["norm"] : memref<16xbf16>
+  // CHECK: %[[W:.*]] = exec.weight ["a.weight", "b.weight"] {source_shapes = [array<i64: 16, 16>, array<i64: 16, 16>]} : memref<32x16xbf16>
+  %w = exec.weight ["a.weight", "b.weight"] {axis = 0 : i64, source_shapes = [array<i64: 16, 16>, array<i64: 16, 16>]} : memref<32x16xbf16>
+  %n = exec.weight ["norm"] {source_shapes = [array<i64: 16>]} : memref<16xbf16>
   // CHECK: exec.constant dense<[1.000000e+00, 5.000000e-01]> : tensor<2xf32> : memref<2xf32>
   %c = exec.constant dense<[1.0, 0.5]> : tensor<2xf32> : memref<2xf32>
   // CHECK: %[[K:.*]], %[[V:.*]] = exec.kv_cache 3

@@ -267,7 +267,7 @@ exec.kernel @div {kernel_template = "rms_norm", params = array<i64: 4>, dtype = 
 
 // GEMM weights map the input columns to the output columns.
 func.func @gemm_shape(%x: !exec.buf<tokens, 16, bf16>, %y: !exec.buf<tokens, 8, bf16>) {
-  %w = exec.weight ["w"] : memref<4x16xbf16>
+  %w = exec.weight ["w"] {source_shapes = [array<i64: 4, 16>]} : memref<4x16xbf16>
   // expected-error @+1 {{does not map 16 input columns to 8 output columns}}
   exec.gemm %x, %w -> %y : !exec.buf<tokens, 16, bf16>, memref<4x16xbf16>, !exec.buf<tokens, 8, bf16>
   return
@@ -278,6 +278,24 @@ func.func @gemm_shape(%x: !exec.buf<tokens, 16, bf16>, %y: !exec.buf<tokens, 8, 
 // Weight recipes concatenate along an existing axis.
 func.func @weight_axis() {
   // expected-error @+1 {{concat axis 2 is out of range}}
-  %w = exec.weight ["a", "b"] {axis = 2 : i64} : memref<4x16xbf16>
+  %w = exec.weight ["a", "b"] {axis = 2 : i64, source_shapes = [array<i64: 4, 8>, array<i64: 4, 8>]} : memref<4x16xbf16>
+  return
+}
+
+// -----
+
+// Weight sources add up to the weight along the concat axis.
+func.func @weight_sources_cover() {
+  // expected-error @+1 {{sources give 12 along axis 1, 'memref<4x16xbf16>' needs 16}}
+  %w = exec.weight ["a", "b"] {axis = 1 : i64, source_shapes = [array<i64: 4, 8>, array<i64: 4, 4>]} : memref<4x16xbf16>
+  return
+}
+
+// -----
+
+// Each weight source has the weight's extent off the concat axis.
+func.func @weight_source_shape() {
+  // expected-error @+1 {{source shape does not fit 'memref<4x16xbf16>' along axis 0}}
+  %w = exec.weight ["a", "b"] {source_shapes = [array<i64: 2, 16>, array<i64: 2, 8>]} : memref<4x16xbf16>
   return
 }

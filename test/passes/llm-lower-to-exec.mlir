@@ -12,8 +12,8 @@
 // CHECK: func.func @forward() {
 // CHECK-DAG: %[[IDS:.*]] = exec.input "token_ids" : <tokens, 1, i32>
 // CHECK-DAG: %[[POS:.*]] = exec.input "positions" : <tokens, 1, i32>
-// CHECK-DAG: %[[EMB:.*]] = exec.weight ["embed"] : memref<64x16xbf16>
-// CHECK-DAG: %[[WQKV:.*]] = exec.weight ["q", "k", "v"] : memref<32x16xbf16>
+// CHECK-DAG: %[[EMB:.*]] = exec.weight ["embed"] {source_shapes = [array<i64: 64, 16>]} : memref<64x16xbf16>
+// CHECK-DAG: %[[WQKV:.*]] = exec.weight ["q", "k", "v"] {source_shapes = [array<i64: 16, 16>, array<i64: 8, 16>, array<i64: 8, 16>]} : memref<32x16xbf16>
 // CHECK-DAG: %[[K:.*]], %[[V:.*]] = exec.kv_cache 0
 // CHECK-DAG: %[[FREQ:.*]] = exec.constant dense<[1.000000e+00, 1.000000e-01, 0.00999999977, 1.000000e-03]> : tensor<4xf32> : memref<4xf32>
 // CHECK-DAG: %[[ROWS:.*]] = exec.input "logits_rows" : <seqs, 1, i32>

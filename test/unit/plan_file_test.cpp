@@ -36,7 +36,8 @@ std::vector<uint8_t> buildPlan(const PlanShape &shape = {}) {
       fbb, "rms_norm_16_f32", "// source", &entries, nullptr, "rms_norm", &params, DType::f32, &grid,
       32, 0)};
   std::vector<int64_t> weightShape = {16};
-  std::vector<flatbuffers::Offset<flatbuffers::String>> sources = {fbb.CreateString("norm.weight")};
+  std::vector<flatbuffers::Offset<WeightSource>> sources = {
+      CreateWeightSourceDirect(fbb, "norm.weight", &weightShape)};
   std::vector<flatbuffers::Offset<Parameter>> parameters = {
       CreateParameterDirect(fbb, "norm.weight", DType::f32, &weightShape, &sources, 0)};
   std::vector<flatbuffers::Offset<Buffer>> buffers = {

@@ -1,0 +1,60 @@
+// The Backend interface: device memory, copies, kernel launches and GEMMs.
+// The executor resolves every buffer to a pointer once; a backend only runs
+// steps. Implementations: cpu/ (reference, the CI oracle); cuda/ (to come).
+#pragma once
+
+#include "runtime/plan/PlanFile.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace llmc::runtime {
+
+/// The symbolic sizes of the forward being run.
+struct BatchShape {
+  int64_t num_tokens = 0;
+  int64_t num_seqs = 0;
+};
+
+/// out[rows, n] = input[rows, k] x weight[n, k]^T (+ bias[n]).
+struct GemmArgs {
+  const void *input;
+  const void *weight;
+  const void *bias;  // nullptr: none
+  void *out;
+  int64_t rows, n, k;
+  plan::DType input_dtype;  // also the weight's and bias's
+  plan::DType out_dtype;
+};
+
+class Backend {
+public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+
+  /// Device memory (host memory on the CPU backend). Throws on exhaustion.
+  virtual void *allocate(size_t bytes) = 0;
+  virtual void release(void *pointer) = 0;
+  virtual void upload(void *device, const void *host, size_t bytes) = 0;
+  virtual void download(void *host, const void *device, size_t bytes) = 0;
+
+  /// Prepares every kernel module of the plan (the CUDA backend compiles
+  /// them); called once before any launch.
+  virtual void loadKernels(const plan::Plan &plan) = 0;
+  /// Runs plan.kernels[kernel] with its arguments resolved to pointers.
+  virtual void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
+                      std::span<const plan::Scalar> scalars, const BatchShape &batch) = 0;
+  virtual void gemm(const GemmArgs &args) = 0;
+  /// Waits until every launched step has finished.
+  virtual void synchronize() = 0;
+};
+
+/// "cpu", or "auto" (the CUDA backend when a GPU is present; CPU otherwise).
+/// Throws std::invalid_argument for an unknown or unavailable backend.
+std::unique_ptr<Backend> createBackend(std::string_view name);
+
+} // namespace llmc::runtime

@@ -1,0 +1,119 @@
+#include "runtime/backend/cpu/CpuBackend.h"
+
+#include "runtime/backend/cpu/CpuOps.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+
+namespace llmc::runtime {
+namespace {
+
+cpu::ElementType elementType(plan::DType dtype) {
+  switch (dtype) {
+  case plan::DType::f32: return cpu::ElementType::f32;
+  case plan::DType::f16: return cpu::ElementType::f16;
+  case plan::DType::bf16: return cpu::ElementType::bf16;
+  case plan::DType::i32: break;
+  }
+  throw std::invalid_argument("the CPU backend has no float kernels for dtype i32");
+}
+
+// Scalars of a launch in order, with T and S substituted.
+struct Scalars {
+  std::span<const plan::Scalar> values;
+  const BatchShape &batch;
+
+  float f(size_t i) const { return values[i].f(); }
+  int i(size_t index) const {
+    const plan::Scalar &s = values[index];
+    switch (s.kind()) {
+    case plan::ScalarKind::num_tokens: return int(batch.num_tokens);
+    case plan::ScalarKind::num_seqs: return int(batch.num_seqs);
+    default: return s.i();
+    }
+  }
+};
+
+const int32_t *ints(void *const p) { return static_cast<const int32_t *>(p); }
+
+} // namespace
+
+void *CpuBackend::allocate(size_t bytes) {
+  void *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  if (!p)
+    throw std::bad_alloc();
+  return p;
+}
+
+void CpuBackend::release(void *pointer) { std::free(pointer); }
+
+void CpuBackend::upload(void *device, const void *host, size_t bytes) {
+  std::memcpy(device, host, bytes);
+}
+
+void CpuBackend::download(void *host, const void *device, size_t bytes) {
+  std::memcpy(host, device, bytes);
+}
+
+void CpuBackend::loadKernels(const plan::Plan &plan) {
+  static constexpr std::string_view known[] = {"embedding",       "rms_norm", "add_rms_norm",
+                                               "rope_kv_write",   "paged_attention",
+                                               "silu_mul",        "gather_rows"};
+  for (const plan::KernelModule *kernel : *plan.kernels()) {
+    std::string_view name = kernel->kernel_template()->string_view();
+    if (std::find(std::begin(known), std::end(known), name) == std::end(known))
+      throw std::runtime_error("the CPU backend has no implementation of kernel template '" +
+                               std::string(name) + "'");
+  }
+}
+
+void CpuBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<void *const> b,
+                        std::span<const plan::Scalar> scalars, const BatchShape &batch) {
+  const plan::KernelModule &kernel = *plan.kernels()->Get(kernelIndex);
+  std::string_view name = kernel.kernel_template()->string_view();
+  const auto *p = kernel.params();
+  const cpu::ElementType t = elementType(kernel.dtype());
+  const Scalars s{scalars, batch};
+  auto heads = [&](bool withRotary) {
+    // rope_kv_write<NH, KVH, HD, ROT, PAGE>, paged_attention<NH, KVH, HD, PAGE>
+    return cpu::HeadShape{int(p->Get(0)), int(p->Get(1)), int(p->Get(2)),
+                          withRotary ? int(p->Get(3)) : 0, int(p->Get(withRotary ? 4 : 3))};
+  };
+  if (name == "embedding")
+    cpu::embedding(t, int(p->Get(0)), ints(b[0]), b[1], b[2], s.i(0));
+  else if (name == "rms_norm")
+    cpu::rmsNorm(t, int(p->Get(0)), b[0], b[1], b[2], s.f(0), s.i(1));
+  else if (name == "add_rms_norm")
+    cpu::addRmsNorm(t, int(p->Get(0)), b[0], b[1], b[2], b[3], b[4], s.f(0), s.i(1));
+  else if (name == "rope_kv_write")
+    cpu::ropeKvWrite(t, heads(true), b[0], ints(b[1]), ints(b[2]), ints(b[3]), ints(b[4]),
+                     static_cast<const float *>(b[5]), b[6], b[7], b[8], s.i(0), s.i(1));
+  else if (name == "paged_attention")
+    cpu::pagedAttention(t, heads(false), b[0], b[1], b[2], ints(b[3]), ints(b[4]), ints(b[5]),
+                        ints(b[6]), ints(b[7]), b[8], s.f(0), s.i(1), s.i(2), s.i(3));
+  else if (name == "silu_mul")
+    cpu::siluMul(t, int(p->Get(0)), b[0], b[1], s.i(0));
+  else if (name == "gather_rows")
+    cpu::gatherRows(t, int(p->Get(0)), b[0], ints(b[1]), b[2], s.i(0));
+  else
+    throw std::runtime_error("the CPU backend cannot run kernel template '" + std::string(name) + "'");
+}
+
+void CpuBackend::gemm(const GemmArgs &a) {
+  cpu::gemm(elementType(a.input_dtype), elementType(a.out_dtype), a.rows, a.n, a.k, a.input,
+            a.weight, a.bias, a.out);
+}
+
+std::unique_ptr<Backend> createBackend(std::string_view name) {
+  // The CUDA backend is not part of this build yet: "auto" means CPU.
+  if (name == "cpu" || name == "auto")
+    return std::make_unique<CpuBackend>();
+  if (name == "cuda")
+    throw std::invalid_argument("backend 'cuda' is not available in this build (use --backend cpu)");
+  throw std::invalid_argument("unknown backend '" + std::string(name) + "' (expected cpu, cuda or auto)");
+}
+
+} // namespace llmc::runtime

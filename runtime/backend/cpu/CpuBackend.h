@@ -1,0 +1,23 @@
+// The CPU reference backend: plain C++ loops with fp32 accumulation
+// (backend/cpu/CpuOps), dispatched on each kernel's template name.
+#pragma once
+
+#include "runtime/backend/Backend.h"
+
+namespace llmc::runtime {
+
+class CpuBackend final : public Backend {
+public:
+  std::string_view name() const override { return "cpu"; }
+  void *allocate(size_t bytes) override;
+  void release(void *pointer) override;
+  void upload(void *device, const void *host, size_t bytes) override;
+  void download(void *host, const void *device, size_t bytes) override;
+  void loadKernels(const plan::Plan &plan) override;
+  void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
+              std::span<const plan::Scalar> scalars, const BatchShape &batch) override;
+  void gemm(const GemmArgs &args) override;
+  void synchronize() override {}
+};
+
+} // namespace llmc::runtime

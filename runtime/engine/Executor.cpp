@@ -1,0 +1,212 @@
+#include "runtime/engine/Executor.h"
+
+#include "runtime/weights/Recipes.h"
+
+#include <algorithm>
+
+namespace llmc::runtime {
+namespace {
+
+[[noreturn]] void reject(const std::string &message) { throw BatchError(message); }
+
+int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The batch's host array for an ABI input name, or nullptr for an unknown name.
+const std::vector<int32_t> *abiArray(const ForwardBatch &b, std::string_view name) {
+  if (name == "token_ids") return &b.token_ids;
+  if (name == "positions") return &b.positions;
+  if (name == "qo_indptr") return &b.qo_indptr;
+  if (name == "kv_indptr") return &b.kv_indptr;
+  if (name == "kv_page_indices") return &b.kv_page_indices;
+  if (name == "kv_last_page_len") return &b.kv_last_page_len;
+  if (name == "logits_rows") return &b.logits_rows;
+  return nullptr;
+}
+
+} // namespace
+
+void ForwardBatch::addChunk(std::span<const int32_t> tokens, int32_t start,
+                            std::span<const int32_t> pages, int32_t page_size) {
+  const int32_t end = start + int32_t(tokens.size());  // KV length after this chunk
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    token_ids.push_back(tokens[i]);
+    positions.push_back(start + int32_t(i));
+  }
+  const int64_t usedPages = ceilDiv(end, page_size);
+  kv_page_indices.insert(kv_page_indices.end(), pages.begin(),
+                         pages.begin() + std::min<int64_t>(usedPages, int64_t(pages.size())));
+  qo_indptr.push_back(int32_t(token_ids.size()));
+  kv_indptr.push_back(int32_t(kv_page_indices.size()));
+  kv_last_page_len.push_back(end - int32_t(usedPages - 1) * page_size);
+  logits_rows.push_back(int32_t(token_ids.size()) - 1);
+}
+
+Executor::Executor(const plan::PlanFile &file, Backend &backend,
+                   const weights::Checkpoint &checkpoint, const std::string &checkpoint_dir,
+                   const ExecutorOptions &options)
+    : plan_(file.plan()), rank_(*plan_.ranks()->Get(0)), backend_(backend), memory_{backend, {}} {
+  if (plan_.ranks()->size() != 1)
+    throw std::invalid_argument("this runtime runs single-rank plans only");
+  maxTokens_ = options.max_tokens_per_forward ? options.max_tokens_per_forward
+                                              : plan_.max_tokens_per_forward();
+  maxSeqs_ = options.max_seqs_per_forward ? options.max_seqs_per_forward
+                                          : plan_.max_seqs_per_forward();
+  numPages_ = options.kv_pages;
+  if (maxTokens_ <= 0 || maxTokens_ % 16 != 0)
+    throw std::invalid_argument("max tokens per forward must be a positive multiple of 16");
+  if (maxSeqs_ <= 0 || maxSeqs_ > maxTokens_)
+    throw std::invalid_argument("max sequences per forward must be in [1, max tokens per forward]");
+  if (numPages_ <= 0)
+    throw std::invalid_argument("the KV cache needs at least one page");
+  // Each sequence's page table can reach max_seq_len / page_size entries.
+  pageCapacity_ = maxSeqs_ * ceilDiv(plan_.model()->max_seq_len(), plan_.kv_cache()->page_size());
+
+  backend_.loadKernels(plan_);
+  std::vector<void *> weights = bindWeights(rank_, checkpoint, checkpoint_dir, backend_);
+  memory_.pointers.insert(memory_.pointers.end(), weights.begin(), weights.end());
+
+  std::vector<void *> constants;
+  if (rank_.constants())
+    for (const plan::Constant *constant : *rank_.constants()) {
+      constants.push_back(memory_.allocate(constant->data()->size()));
+      backend_.upload(constants.back(), constant->data()->data(), constant->data()->size());
+    }
+
+  const plan::KvCacheSpec &kv = *plan_.kv_cache();
+  const size_t layerBytes = size_t(numPages_ * kv.page_size() * kv.num_kv_heads() * kv.head_dim() *
+                                   plan::dtypeBytes(kv.dtype()));
+  std::vector<void *> keys, values;
+  for (int64_t layer = 0; layer < kv.num_layers(); ++layer) {
+    keys.push_back(memory_.allocate(layerBytes));
+    values.push_back(memory_.allocate(layerBytes));
+  }
+
+  const int64_t tokensRegion = rank_.workspace_bytes_per_token() * maxTokens_;
+  auto *workspace = static_cast<char *>(
+      memory_.allocate(size_t(tokensRegion + rank_.workspace_bytes_per_seq() * maxSeqs_)));
+
+  for (const plan::Buffer *buffer : *rank_.buffers()) {
+    void *pointer = nullptr;
+    switch (buffer->kind()) {
+    case plan::BufferKind::workspace:
+      pointer = buffer->rows() == plan::RowCount::seqs
+                    ? workspace + tokensRegion + buffer->offset_per_row() * maxSeqs_
+                    : workspace + buffer->offset_per_row() * maxTokens_;
+      break;
+    case plan::BufferKind::input: {
+      const std::string name = buffer->name()->str();
+      if (!abiArray(ForwardBatch{}, name))
+        throw std::invalid_argument("the plan reads an unknown forward input '" + name + "'");
+      auto it = std::find_if(inputs_.begin(), inputs_.end(), [&](auto &in) { return in.first == name; });
+      if (it == inputs_.end()) {
+        const int64_t capacity = name == "kv_page_indices" ? pageCapacity_
+                                 : buffer->rows() == plan::RowCount::tokens ? maxTokens_
+                                                                            : maxSeqs_ + 1;
+        inputs_.emplace_back(name, memory_.allocate(size_t(capacity) * sizeof(int32_t)));
+        it = std::prev(inputs_.end());
+      }
+      pointer = it->second;
+      break;
+    }
+    case plan::BufferKind::parameter: pointer = weights[size_t(buffer->index())]; break;
+    case plan::BufferKind::constant: pointer = constants[size_t(buffer->index())]; break;
+    case plan::BufferKind::kv_keys: pointer = keys[size_t(buffer->index())]; break;
+    case plan::BufferKind::kv_values: pointer = values[size_t(buffer->index())]; break;
+    }
+    buffers_.push_back(pointer);
+  }
+  for (const plan::Output *output : *rank_.outputs())
+    if (output->name()->string_view() == "logits")
+      logitsBuffer_ = output->buffer();
+  const plan::Buffer *logits = logitsBuffer_ >= 0 ? rank_.buffers()->Get(logitsBuffer_) : nullptr;
+  if (!logits || logits->dtype() != plan::DType::f32 || logits->cols() != vocabSize() ||
+      logits->rows() != plan::RowCount::seqs)
+    throw std::invalid_argument("the plan has no fp32 logits output of [seqs, vocab]");
+}
+
+Executor::DeviceMemory::~DeviceMemory() {
+  for (void *pointer : pointers)
+    backend.release(pointer);
+}
+
+void *Executor::DeviceMemory::allocate(size_t bytes) {
+  pointers.push_back(backend.allocate(bytes));
+  return pointers.back();
+}
+
+// Everything the kernels index with is checked here, so that a bad batch is
+// an error message and never an out-of-bounds access.
+void Executor::validate(const ForwardBatch &b) const {
+  const int64_t T = b.numTokens(), S = b.numSeqs();
+  if (T < 1 || T > maxTokens_)
+    reject("a forward takes 1 to " + std::to_string(maxTokens_) + " tokens, got " + std::to_string(T));
+  if (S < 1 || S > maxSeqs_)
+    reject("a forward takes 1 to " + std::to_string(maxSeqs_) + " sequences, got " + std::to_string(S));
+  if (b.positions.size() != size_t(T) || b.qo_indptr.size() != size_t(S + 1) ||
+      b.kv_indptr.size() != size_t(S + 1) || b.kv_last_page_len.size() != size_t(S))
+    reject("forward arrays have inconsistent lengths");
+  if (int64_t(b.kv_page_indices.size()) > pageCapacity_)
+    reject("page tables hold " + std::to_string(b.kv_page_indices.size()) + " entries, at most " +
+           std::to_string(pageCapacity_) + " fit");
+  for (int32_t id : b.token_ids)
+    if (id < 0 || id >= vocabSize())
+      reject("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+             std::to_string(vocabSize()) + ")");
+  for (int32_t page : b.kv_page_indices)
+    if (page < 0 || page >= numPages_)
+      reject("KV page " + std::to_string(page) + " does not exist");
+  if (b.qo_indptr[0] != 0 || b.kv_indptr[0] != 0 || b.qo_indptr[S] != T ||
+      b.kv_indptr[S] != int32_t(b.kv_page_indices.size()))
+    reject("indptr arrays must start at 0 and end at the token and page counts");
+  for (int64_t s = 0; s < S; ++s) {
+    const int32_t q0 = b.qo_indptr[s], q1 = b.qo_indptr[s + 1];
+    const int32_t pages = b.kv_indptr[s + 1] - b.kv_indptr[s];
+    const int32_t last = b.kv_last_page_len[s];
+    if (q1 <= q0 || pages < 1 || last < 1 || last > pageSize())
+      reject("sequence " + std::to_string(s) + " has no tokens, no pages or a bad last-page length");
+    const int64_t kvLen = int64_t(pages - 1) * pageSize() + last;
+    for (int32_t t = q0; t < q1; ++t)
+      if (b.positions[t] < 0 || b.positions[t] >= kvLen || b.positions[t] >= maxSeqLen())
+        reject("position " + std::to_string(b.positions[t]) + " of sequence " + std::to_string(s) +
+               " is outside its KV length " + std::to_string(kvLen) + " or the max sequence length " +
+               std::to_string(maxSeqLen()));
+    if (b.logits_rows[s] < q0 || b.logits_rows[s] >= q1)
+      reject("logits row of sequence " + std::to_string(s) + " is not one of its tokens");
+  }
+}
+
+void Executor::forward(const ForwardBatch &batch, std::vector<float> &logits) {
+  validate(batch);
+  const BatchShape shape{batch.numTokens(), batch.numSeqs()};
+  for (const auto &[name, pointer] : inputs_) {
+    const std::vector<int32_t> &host = *abiArray(batch, name);
+    backend_.upload(pointer, host.data(), host.size() * sizeof(int32_t));
+  }
+
+  std::vector<void *> args;
+  for (const plan::Step *step : *rank_.steps()) {
+    if (const plan::Launch *launch = step->op_as_Launch()) {
+      args.clear();
+      for (int32_t buffer : *launch->buffers())
+        args.push_back(buffers_[size_t(buffer)]);
+      std::span<const plan::Scalar> scalars;
+      if (launch->scalars())
+        scalars = {reinterpret_cast<const plan::Scalar *>(launch->scalars()->Data()),
+                   launch->scalars()->size()};  // structs are stored inline
+      backend_.launch(plan_, launch->kernel(), args, scalars, shape);
+    } else if (const plan::Gemm *gemm = step->op_as_Gemm()) {
+      const plan::Buffer &input = *rank_.buffers()->Get(gemm->input());
+      const plan::Buffer &out = *rank_.buffers()->Get(gemm->out());
+      backend_.gemm({buffers_[size_t(gemm->input())], buffers_[size_t(gemm->weight())],
+                     gemm->bias() >= 0 ? buffers_[size_t(gemm->bias())] : nullptr,
+                     buffers_[size_t(gemm->out())],
+                     input.rows() == plan::RowCount::seqs ? shape.num_seqs : shape.num_tokens,
+                     gemm->n(), gemm->k(), input.dtype(), out.dtype()});
+    }
+  }
+  logits.resize(size_t(shape.num_seqs * vocabSize()));
+  backend_.download(logits.data(), buffers_[size_t(logitsBuffer_)], logits.size() * sizeof(float));
+  backend_.synchronize();
+}
+
+} // namespace llmc::runtime

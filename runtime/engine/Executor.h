@@ -1,0 +1,85 @@
+// Runs forwards of a plan on a backend: owns the device memory (weights,
+// workspace, KV pages, ABI input arrays), resolves every plan buffer to a
+// fixed pointer once, and checks each batch before running its steps.
+#pragma once
+
+#include "runtime/backend/Backend.h"
+#include "runtime/plan/PlanFile.h"
+#include "runtime/weights/safetensors.h"
+
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace llmc::runtime {
+
+/// A batch the engine cannot run (too large, out-of-vocabulary ids, bad page
+/// tables); nothing has been launched when it is thrown.
+class BatchError : public std::invalid_argument {
+public:
+  using std::invalid_argument::invalid_argument;
+};
+
+struct ExecutorOptions {
+  int64_t max_tokens_per_forward = 0;  // 0: the plan's; must be a multiple of 16
+  int64_t max_seqs_per_forward = 0;    // 0: the plan's
+  int64_t kv_pages = 0;                // pages in the KV cache (> 0)
+};
+
+/// One forward's inputs in the plan's fixed ABI (host arrays).
+struct ForwardBatch {
+  std::vector<int32_t> token_ids, positions;
+  std::vector<int32_t> qo_indptr{0}, kv_indptr{0}, kv_page_indices, kv_last_page_len, logits_rows;
+
+  /// Adds one sequence's chunk: `tokens` at positions start, start+1, ...,
+  /// reading and writing KV through `pages` (the sequence's page table, which
+  /// must cover start + tokens.size() positions). Logits come from its last token.
+  void addChunk(std::span<const int32_t> tokens, int32_t start, std::span<const int32_t> pages,
+                int32_t page_size);
+  int64_t numTokens() const { return int64_t(token_ids.size()); }
+  int64_t numSeqs() const { return int64_t(logits_rows.size()); }
+};
+
+class Executor {
+public:
+  Executor(const plan::PlanFile &plan, Backend &backend, const weights::Checkpoint &checkpoint,
+           const std::string &checkpoint_dir, const ExecutorOptions &options);
+  Executor(const Executor &) = delete;
+  Executor &operator=(const Executor &) = delete;
+
+  const plan::Plan &plan() const { return plan_; }
+  int64_t vocabSize() const { return plan_.model()->vocab_size(); }
+  int64_t maxSeqLen() const { return plan_.model()->max_seq_len(); }
+  int32_t pageSize() const { return int32_t(plan_.kv_cache()->page_size()); }
+  int64_t numPages() const { return numPages_; }
+  int64_t maxTokensPerForward() const { return maxTokens_; }
+  int64_t maxSeqsPerForward() const { return maxSeqs_; }
+
+  /// Runs one forward and returns its logits, numSeqs() rows of vocabSize().
+  void forward(const ForwardBatch &batch, std::vector<float> &logits);
+
+private:
+  /// Everything the executor owns on the device, released on destruction
+  /// (also when the constructor throws half-way).
+  struct DeviceMemory {
+    Backend &backend;
+    std::vector<void *> pointers;
+    ~DeviceMemory();
+    void *allocate(size_t bytes);
+  };
+
+  void validate(const ForwardBatch &batch) const;
+
+  const plan::Plan &plan_;
+  const plan::RankProgram &rank_;
+  Backend &backend_;
+  int64_t maxTokens_, maxSeqs_, numPages_, pageCapacity_;
+  DeviceMemory memory_;
+  std::vector<void *> buffers_;      // one pointer per plan buffer
+  std::vector<std::pair<std::string, void *>> inputs_;  // ABI array -> device pointer
+  int32_t logitsBuffer_ = -1;
+};
+
+} // namespace llmc::runtime

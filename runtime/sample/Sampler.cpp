@@ -1,0 +1,175 @@
+#include "runtime/sample/Sampler.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace llmc::sample {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+template <typename T>
+[[noreturn]] void invalid(const char* name, const std::string& expected, T got) {
+  std::ostringstream os;
+  os << "SamplingParams." << name << " must be " << expected << " (got " << got << ")";
+  throw std::invalid_argument(os.str());
+}
+
+// A logit's place in the order: larger logits get smaller ranks. The float's
+// bits are mapped to an integer that sorts like the float, then flipped.
+uint32_t rank(float x) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x == 0.0f ? 0.0f : x);  // -0 ranks as +0
+  return ~((bits & 0x80000000u) ? ~bits : bits | 0x80000000u);
+}
+
+// The first token in the order (rank ascending, then id ascending) whose
+// cumulative weight exceeds `target` (or reaches it, if inclusive), among the
+// tokens of positive weight; the last of those if rounding leaves the target
+// beyond the total. weight(i) is 0 or positive, and positive for some token.
+//
+// A radix descent over the rank's bits (12, 8, 8, then 4 at a time): sum the
+// weight of each bucket, in token-id order, step into the bucket where the
+// cumulative weight gets there, and repeat on its tokens; the tokens left in
+// the end share one logit and are walked in id order.
+template <typename Weight>
+int32_t selectInOrder(std::span<const uint32_t> rank, Weight weight, double target, bool inclusive) {
+  auto reaches = [&](double cumulative) {
+    return inclusive ? cumulative >= target : cumulative > target;
+  };
+  std::vector<int32_t> tokens;  // the current bucket's tokens, ascending id
+  bool everyToken = true;       // ... or the whole vocabulary, at first
+  auto forEachToken = [&](auto f) {
+    if (everyToken)
+      for (int32_t i = 0; i < int32_t(rank.size()); ++i) f(i);
+    else
+      for (int32_t i : tokens) f(i);
+  };
+  for (auto [shift, bits] : {std::pair{20, 12}, {12, 8}, {4, 8}, {0, 4}}) {
+    auto bucket = [&](int32_t i) { return (rank[i] >> shift) & ((1u << bits) - 1); };
+    std::vector<double> mass(size_t{1} << bits);
+    forEachToken([&](int32_t i) { mass[bucket(i)] += weight(i); });
+    unsigned last = unsigned(mass.size()) - 1;
+    while (mass[last] == 0) --last;
+    unsigned b = 0;
+    double before = 0;
+    for (; b < last && (mass[b] == 0 || !reaches(before + mass[b])); ++b) before += mass[b];
+    target -= before;
+    std::vector<int32_t> inBucket;
+    forEachToken([&](int32_t i) {
+      if (bucket(i) == b && weight(i) > 0) inBucket.push_back(i);
+    });
+    tokens = std::move(inBucket);
+    everyToken = false;
+  }
+  for (size_t j = 0; j + 1 < tokens.size(); ++j) {
+    if (reaches(weight(tokens[j]))) return tokens[j];
+    target -= weight(tokens[j]);
+  }
+  return tokens.back();
+}
+
+}  // namespace
+
+void validate(const SamplingParams& p, int vocab_size) {
+  if (!(p.temperature >= 0)) invalid("temperature", ">= 0 (0 = greedy)", p.temperature);
+  if (p.top_k < -1) invalid("top_k", ">= 1, or 0 or -1 for off", p.top_k);
+  if (!(p.top_p > 0 && p.top_p <= 1)) invalid("top_p", "in (0, 1]", p.top_p);
+  if (!(p.min_p >= 0 && p.min_p <= 1)) invalid("min_p", "in [0, 1]", p.min_p);
+  if (p.logprobs < 0 || p.logprobs > 20) invalid("logprobs", "in [0, 20]", p.logprobs);
+  for (int32_t token : p.banned_tokens)
+    if (token < 0 || token >= vocab_size)
+      invalid("banned_tokens", "token ids in the vocabulary [0, " + std::to_string(vocab_size) + ")",
+              token);
+}
+
+Sampler::Sampler(const SamplingParams& params, uint64_t default_seed)
+    : params_(params), rng_(params.seed.value_or(default_seed)) {
+  validate(params_, std::numeric_limits<int>::max());
+}
+
+SampleResult Sampler::sample(std::span<const float> logits) {
+  const auto V = static_cast<int32_t>(logits.size());
+  validate(params_, V);
+
+  // 1. Masking.
+  x_.resize(V);
+  float m = -kInf;
+  for (int32_t i = 0; i < V; ++i) {
+    x_[i] = std::isnan(logits[i]) ? -kInf : logits[i];
+    m = std::max(m, x_[i]);
+  }
+  for (int32_t token : params_.banned_tokens) x_[token] = -kInf;
+  if (!params_.banned_tokens.empty()) m = *std::max_element(x_.begin(), x_.end());  // V > 0
+  if (m == -kInf) throw std::runtime_error("no token can be sampled: all logits are -inf or NaN");
+  if (m == kInf) {  // the limit of softmax: the +inf tokens share everything
+    for (float& v : x_) v = v == kInf ? 0.0f : -kInf;
+    m = 0;
+  }
+
+  // 2. Raw logprobs. w_ holds the weights at temperature 1 for now.
+  w_.resize(V);
+  double sum = 0;
+  for (int32_t i = 0; i < V; ++i) sum += (w_[i] = std::exp(double(x_[i]) - m));
+  const double lse = m + std::log(sum);
+  auto logprob = [&](int32_t i) { return float(double(x_[i]) - lse); };
+
+  SampleResult result{};
+  if (params_.logprobs > 0) {
+    // Insertion into a short sorted list; equal logits keep ascending ids.
+    const size_t n = size_t(params_.logprobs);
+    std::vector<int32_t> top;
+    for (int32_t i = 0; i < V; ++i) {
+      if (x_[i] == -kInf || (top.size() == n && x_[i] <= x_[top.back()])) continue;
+      top.insert(std::find_if(top.begin(), top.end(), [&](int32_t j) { return x_[j] < x_[i]; }), i);
+      if (top.size() > n) top.pop_back();
+    }
+    for (int32_t token : top) result.top.push_back({token, logprob(token)});
+  }
+
+  if (params_.temperature == 0) {
+    // 3. Greedy: max_element returns the first (lowest id) of equal maxima.
+    result.token = int32_t(std::max_element(x_.begin(), x_.end()) - x_.begin());
+  } else {
+    // 4. Weights and filters. Each filter keeps the tokens up to a cut in the
+    // order, or (min-p) of weight >= min_p; the most probable token has weight
+    // exactly 1 and survives them all.
+    const double T = params_.temperature;
+    if (T != 1)
+      for (int32_t i = 0; i < V; ++i) w_[i] = std::exp((double(x_[i]) - m) / T);
+    rank_.resize(V);
+    for (int32_t i = 0; i < V; ++i) rank_[i] = rank(x_[i]);
+    auto key = [&](int32_t i) { return uint64_t{rank_[i]} << 32 | uint32_t(i); };
+    uint64_t cut = std::numeric_limits<uint64_t>::max();
+    auto kept = [&](int32_t i) { return w_[i] > 0 && key(i) <= cut; };
+    auto keptWeight = [&](int32_t i) { return kept(i) ? w_[i] : 0.0; };
+    auto total = [&] {
+      double s = 0;
+      for (int32_t i = 0; i < V; ++i) s += keptWeight(i);
+      return s;
+    };
+    if (params_.top_k > 0) {
+      auto count = [&](int32_t i) { return kept(i) ? 1.0 : 0.0; };
+      cut = key(selectInOrder(rank_, count, double(params_.top_k), /*inclusive=*/true));
+    }
+    if (params_.top_p < 1)
+      cut = key(selectInOrder(rank_, keptWeight, params_.top_p * total(), /*inclusive=*/true));
+    if (params_.min_p > 0)
+      for (double& w : w_)
+        if (w < params_.min_p) w = 0;
+
+    // 5. Inverse CDF.
+    const double u = double(rng_() >> 11) * 0x1.0p-53;
+    result.token = selectInOrder(rank_, keptWeight, u * total(), /*inclusive=*/false);
+  }
+  result.logprob = logprob(result.token);
+  return result;
+}
+
+}  // namespace llmc::sample

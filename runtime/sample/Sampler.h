@@ -1,0 +1,100 @@
+// The host-side token sampler: one row of fp32 logits in, one token out.
+//
+// sample() applies these steps, in this order (Hugging Face's order of
+// warpers; the device backend must implement the same definition):
+//
+//  1. Masking. Banned tokens and NaN logits become -inf. A +inf logit is taken
+//     as the limit of softmax: the +inf tokens share all the probability
+//     equally, every other token gets none. If every logit is -inf (or the row
+//     is empty), std::runtime_error is thrown.
+//  2. Logprobs, from the masked logits before temperature or filtering (vLLM's
+//     default "raw logprobs"): log_softmax in double. The result carries the
+//     chosen token's logprob and the `logprobs` most probable tokens, sorted
+//     by logprob descending, ties by lower token id; tokens at -inf are never
+//     listed, so the list is shorter when fewer than `logprobs` remain.
+//  3. temperature == 0: greedy argmax, ties to the lowest token id. The RNG is
+//     not used. (vLLM also treats temperatures below 1e-5 as greedy; here only
+//     0 does, a tiny positive temperature samples among exact ties.)
+//  4. Otherwise every token gets the weight exp((logit - max_logit) / T),
+//     computed in double, and the tokens are ordered by logit descending, ties
+//     by lower id ("the order"). Then, each keeping a prefix of the order:
+//       top-k  (top_k > 0): keep the first top_k tokens. Exactly k: a tie at
+//              the boundary keeps the lower ids (HF/vLLM keep every tied
+//              token), so top_k == 1 is greedy at any temperature.
+//       top-p  (top_p < 1): keep the shortest prefix whose weight reaches
+//              top_p times the weight left by top-k (always >= 1 token).
+//       min-p  (min_p > 0): drop tokens with weight < min_p * max weight.
+//     (vLLM v1 applies min-p before top-k/top-p; the results differ only when
+//     min-p and top-p are both active.)
+//  5. Sampling by inverse CDF: u = (rng() >> 11) * 2^-53 from a
+//     std::mt19937_64 (one draw per non-greedy call), t = u * (total weight
+//     kept); the token chosen is the first one in the order whose cumulative
+//     weight exceeds t (the last kept token if rounding leaves t past the
+//     total). Everything is exactly specified, so a seeded sequence gives the
+//     same tokens on every platform (up to the last bit of libm's exp).
+//
+// Cost: O(V) per row (V = vocabulary size), no sort. The cut of each filter and
+// the sampled token are found by a radix descent over the logits' bit
+// patterns (see selectInOrder in Sampler.cpp) that sums every bucket in
+// token-id order, so no result depends on a std::sort/nth_element
+// implementation, and the same descent maps onto a GPU.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <span>
+#include <vector>
+
+namespace llmc::sample {
+
+struct SamplingParams {
+  float temperature = 1.0f;            // 0 = greedy
+  int top_k = 0;                       // 0 or -1 = off
+  float top_p = 1.0f;                  // (0, 1]; 1 = off
+  float min_p = 0.0f;                  // [0, 1]; 0 = off
+  std::optional<uint64_t> seed;        // unset: the Sampler's default_seed
+  int logprobs = 0;                    // top-N logprobs besides the chosen token's (0..20)
+  std::vector<int32_t> banned_tokens;  // masked to -inf before anything (min_tokens: EOS)
+};
+
+/// Throws std::invalid_argument, naming the parameter, for: temperature < 0 or
+/// NaN, top_p outside (0, 1], min_p outside [0, 1], top_k < -1, logprobs
+/// outside [0, 20], a banned token outside [0, vocab_size).
+void validate(const SamplingParams& params, int vocab_size);
+
+struct TokenLogprob {
+  int32_t token;
+  float logprob;
+};
+
+struct SampleResult {
+  int32_t token;                  // the sampled token
+  float logprob;                  // its raw logprob (step 2)
+  std::vector<TokenLogprob> top;  // the params.logprobs most probable tokens
+};
+
+/// One per sequence: owns the RNG, so a seeded sequence is reproducible.
+class Sampler {
+ public:
+  /// Validates params (all but the vocabulary bound of banned tokens, which
+  /// sample() checks). The RNG is seeded with params.seed, or default_seed
+  /// when that is unset.
+  explicit Sampler(const SamplingParams& params, uint64_t default_seed);
+
+  /// Samples one token from one row of logits (see the steps above). Throws
+  /// std::invalid_argument for a banned token outside [0, logits.size()),
+  /// std::runtime_error when no token can be sampled.
+  SampleResult sample(std::span<const float> logits);
+
+  const SamplingParams& params() const { return params_; }
+
+ private:
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+  std::vector<float> x_;      // masked logits
+  std::vector<uint32_t> rank_;  // the logits' order, as integers (smaller = more probable)
+  std::vector<double> w_;     // weights exp((x - max) / T)
+};
+
+}  // namespace llmc::sample

@@ -1,0 +1,132 @@
+#include "runtime/weights/Recipes.h"
+
+#include "runtime/weights/float16.h"
+
+#include <cstring>
+#include <set>
+
+namespace llmc::runtime {
+namespace {
+
+std::string shapeText(std::span<const int64_t> shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
+bool isFloat(weights::DType dtype) {
+  return dtype == weights::DType::F32 || dtype == weights::DType::F16 ||
+         dtype == weights::DType::BF16;
+}
+
+float readFloat(weights::DType dtype, const std::byte *p) {
+  uint16_t half;
+  switch (dtype) {
+  case weights::DType::F32: { float v; std::memcpy(&v, p, 4); return v; }
+  case weights::DType::F16: std::memcpy(&half, p, 2); return weights::halfToFloat(half);
+  case weights::DType::BF16: std::memcpy(&half, p, 2); return weights::bf16ToFloat(half);
+  default: throw WeightError("unsupported source dtype");  // excluded by checkRecipes
+  }
+}
+
+void writeFloat(plan::DType dtype, float value, std::byte *p) {
+  uint16_t half;
+  switch (dtype) {
+  case plan::DType::f32: std::memcpy(p, &value, 4); return;
+  case plan::DType::f16: half = weights::floatToHalf(value); std::memcpy(p, &half, 2); return;
+  case plan::DType::bf16: half = weights::floatToBf16(value); std::memcpy(p, &half, 2); return;
+  case plan::DType::i32: throw WeightError("parameters cannot have dtype i32");
+  }
+}
+
+// Concatenates the sources along the axis, converting each element.
+std::vector<std::byte> buildParameter(const plan::Parameter &param,
+                                      const weights::Checkpoint &checkpoint) {
+  const auto &shape = *param.shape();
+  int64_t outer = 1;  // product of the dimensions before the concat axis
+  for (int d = 0; d < param.concat_axis(); ++d)
+    outer *= shape[d];
+  int64_t elements = 1;
+  for (int64_t dim : shape)
+    elements *= dim;
+  const int outBytes = plan::dtypeBytes(param.dtype());
+  std::vector<std::byte> out(size_t(elements) * outBytes);
+
+  const int64_t sliceElements = elements / outer;
+  int64_t offset = 0;  // where this source starts inside each outer slice
+  for (const plan::WeightSource *source : *param.sources()) {
+    const weights::TensorInfo &tensor = *checkpoint.find(source->name()->string_view());
+    std::span<const std::byte> data = checkpoint.data(tensor);
+    const int64_t chunk = tensor.numElements() / outer;
+    const size_t inBytes = weights::dtypeBytes(tensor.dtype);
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t i = 0; i < chunk; ++i)
+        writeFloat(param.dtype(), readFloat(tensor.dtype, &data[size_t(o * chunk + i) * inBytes]),
+                   &out[size_t(o * sliceElements + offset + i) * outBytes]);
+    offset += chunk;
+  }
+  return out;
+}
+
+} // namespace
+
+RecipeReport checkRecipes(const plan::RankProgram &rank, const weights::Checkpoint &checkpoint) {
+  RecipeReport report;
+  std::set<std::string, std::less<>> used;
+  for (const plan::Parameter *param : *rank.parameters()) {
+    for (const plan::WeightSource *source : *param->sources()) {
+      std::string name = source->name()->str();
+      if (!used.insert(name).second)
+        continue;
+      const weights::TensorInfo *tensor = checkpoint.find(name);
+      if (!tensor) {
+        report.errors.push_back("missing tensor '" + name + "'");
+        continue;
+      }
+      std::vector<int64_t> expected(source->shape()->begin(), source->shape()->end());
+      if (tensor->shape != expected)
+        report.errors.push_back("tensor '" + name + "' has shape " + shapeText(tensor->shape) +
+                                ", expected " + shapeText(expected));
+      if (!isFloat(tensor->dtype))
+        report.errors.push_back("tensor '" + name + "' has dtype " +
+                                std::string(weights::dtypeName(tensor->dtype)) +
+                                ", expected F32, F16 or BF16");
+    }
+  }
+  for (const weights::TensorInfo &tensor : checkpoint.tensors())
+    if (!used.count(tensor.name))
+      report.unused.push_back(tensor.name);
+  return report;
+}
+
+void throwIfInvalid(const RecipeReport &report, const std::string &checkpoint_dir) {
+  if (report.errors.empty())
+    return;
+  std::string message = "checkpoint in " + checkpoint_dir + " does not match the model (" +
+                        std::to_string(report.errors.size()) + " problem" +
+                        (report.errors.size() == 1 ? "" : "s") + "): ";
+  for (size_t i = 0; i < report.errors.size(); ++i)
+    message += (i ? "; " : "") + report.errors[i];
+  throw WeightError(message);
+}
+
+std::vector<void *> bindWeights(const plan::RankProgram &rank, const weights::Checkpoint &checkpoint,
+                                const std::string &checkpoint_dir, Backend &backend) {
+  throwIfInvalid(checkRecipes(rank, checkpoint), checkpoint_dir);
+  std::vector<void *> pointers;
+  try {
+    for (const plan::Parameter *param : *rank.parameters()) {
+      std::vector<std::byte> bytes = buildParameter(*param, checkpoint);
+      pointers.push_back(backend.allocate(bytes.size()));
+      backend.upload(pointers.back(), bytes.data(), bytes.size());
+    }
+  } catch (...) {
+    for (void *pointer : pointers)
+      backend.release(pointer);
+    throw;
+  }
+  return pointers;
+}
+
+} // namespace llmc::runtime

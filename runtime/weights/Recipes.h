@@ -1,0 +1,39 @@
+// A plan's weight recipes against a checkpoint: each parameter is the
+// concatenation of checkpoint tensors along an axis, converted to the
+// parameter's dtype. Used by the runtime to bind weights and by llmc to
+// validate a checkpoint at compile time (one piece of code for both).
+#pragma once
+
+#include "runtime/backend/Backend.h"
+#include "runtime/plan/PlanFile.h"
+#include "runtime/weights/safetensors.h"
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace llmc::runtime {
+
+/// A checkpoint that does not match the plan; the message lists every problem.
+class WeightError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+struct RecipeReport {
+  std::vector<std::string> errors;  // missing, misshapen or non-float source tensors
+  std::vector<std::string> unused;  // checkpoint tensors no recipe reads
+};
+
+RecipeReport checkRecipes(const plan::RankProgram &rank, const weights::Checkpoint &checkpoint);
+
+/// Throws WeightError with all of the report's errors in one line, if any.
+void throwIfInvalid(const RecipeReport &report, const std::string &checkpoint_dir);
+
+/// Checks every recipe (all problems in one WeightError), then builds and
+/// uploads each parameter. Returns one device pointer per rank.parameters()
+/// entry, allocated from `backend`.
+std::vector<void *> bindWeights(const plan::RankProgram &rank, const weights::Checkpoint &checkpoint,
+                                const std::string &checkpoint_dir, Backend &backend);
+
+} // namespace llmc::runtime

@@ -1,0 +1,203 @@
+// llmrun: runs llmc engines.
+//
+//   llmrun generate ENGINE_DIR --weights MODEL_DIR --prompt-ids 1,2,3 [...]
+//   llmrun logits   ENGINE_DIR --weights MODEL_DIR --prompt-ids 1,2,3 --out FILE.safetensors
+//
+// Links no LLVM/MLIR and starts on machines without a GPU or driver.
+
+#include "runtime/backend/Backend.h"
+#include "runtime/engine/Generator.h"
+#include "runtime/engine/Scoring.h"
+#include "runtime/plan/PlanFile.h"
+#include "runtime/weights/safetensors.h"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+namespace {
+
+using namespace llmc;
+namespace fs = std::filesystem;
+
+std::vector<int32_t> parseIds(const std::string &text) {
+  std::vector<int32_t> ids;
+  std::stringstream stream(text);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    size_t used = 0;
+    long long value = 0;
+    try {
+      value = std::stoll(item, &used);
+    } catch (const std::exception &) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || value < INT32_MIN || value > INT32_MAX)
+      throw std::invalid_argument("--prompt-ids: '" + item + "' is not a token id");
+    ids.push_back(int32_t(value));
+  }
+  if (ids.empty())
+    throw std::invalid_argument("--prompt-ids: no token ids in '" + text + "'");
+  return ids;
+}
+
+// generation_config.json of the engine (copied from the model), or {}.
+nlohmann::json generationConfig(const std::string &engine_dir) {
+  std::ifstream file(fs::path(engine_dir) / "generation_config.json");
+  if (!file)
+    return nlohmann::json::object();
+  nlohmann::json config = nlohmann::json::parse(file, nullptr, false);
+  return config.is_object() ? config : nlohmann::json::object();
+}
+
+struct Options {
+  std::string engine, weights, backend = "auto", out;
+  std::vector<std::string> prompts;
+  int max_tokens = 16, min_tokens = 0, logprobs = 0;
+  bool ignore_eos = false, json = false;
+  std::optional<float> temperature, top_p, min_p;
+  std::optional<int> top_k;
+  std::optional<uint64_t> seed;
+  int64_t tokens_per_forward = 0, kv_cache_tokens = 0;
+};
+
+// The loaded engine: plan, checkpoint, backend, executor and KV pages.
+struct Engine {
+  plan::PlanFile plan;
+  weights::Checkpoint checkpoint;
+  std::unique_ptr<runtime::Backend> backend;
+  std::unique_ptr<runtime::Executor> executor;
+  std::unique_ptr<runtime::BlockManager> pages;
+
+  explicit Engine(const Options &o)
+      : plan(plan::PlanFile::load(o.engine)), checkpoint(weights::Checkpoint::open(o.weights)),
+        backend(runtime::createBackend(o.backend)) {
+    const plan::Plan &p = plan.plan();
+    const int64_t pageSize = p.kv_cache()->page_size();
+    // Default KV budget: every sequence of a full forward at max length, capped.
+    int64_t tokens = o.kv_cache_tokens > 0
+                         ? o.kv_cache_tokens
+                         : std::min<int64_t>(p.model()->max_seq_len() * 4, 65536);
+    runtime::ExecutorOptions options;
+    options.kv_pages = (tokens + pageSize - 1) / pageSize;
+    executor = std::make_unique<runtime::Executor>(plan, *backend, checkpoint, o.weights, options);
+    pages = std::make_unique<runtime::BlockManager>(int32_t(options.kv_pages));
+  }
+};
+
+int runGenerate(const Options &o) {
+  Engine engine(o);
+  nlohmann::json defaults = generationConfig(o.engine);
+  sample::SamplingParams sampling;
+  const bool doSample = defaults.value("do_sample", false);
+  sampling.temperature = o.temperature.value_or(doSample ? defaults.value("temperature", 1.0f) : 0.0f);
+  sampling.top_p = o.top_p.value_or(doSample ? defaults.value("top_p", 1.0f) : 1.0f);
+  sampling.top_k = o.top_k.value_or(doSample ? defaults.value("top_k", 0) : 0);
+  sampling.min_p = o.min_p.value_or(0.0f);
+  sampling.seed = o.seed;
+  sampling.logprobs = o.logprobs;
+
+  std::vector<runtime::GenerationRequest> requests;
+  for (const std::string &prompt : o.prompts)
+    requests.push_back({parseIds(prompt), sampling, o.max_tokens, o.min_tokens, o.ignore_eos});
+
+  runtime::GeneratorOptions options;
+  options.tokens_per_forward = o.tokens_per_forward;
+  const auto *eos = engine.plan.plan().model()->eos_token_ids();
+  if (eos)
+    options.eos_token_ids.assign(eos->begin(), eos->end());
+  options.seed = o.seed.value_or(uint64_t(std::random_device{}()));
+
+  auto results = runtime::generate(*engine.executor, *engine.pages, requests, options);
+  for (const runtime::GenerationResult &result : results) {
+    if (o.json) {
+      nlohmann::json line = {{"tokens", result.tokens}, {"finish_reason", result.finish_reason}};
+      if (o.logprobs > 0) {
+        nlohmann::json logprobs = nlohmann::json::array();
+        for (const sample::SampleResult &s : result.samples) {
+          nlohmann::json top = nlohmann::json::array();
+          for (const sample::TokenLogprob &t : s.top)
+            top.push_back({{"token", t.token}, {"logprob", t.logprob}});
+          logprobs.push_back({{"token", s.token}, {"logprob", s.logprob}, {"top", top}});
+        }
+        line["logprobs"] = logprobs;
+      }
+      std::cout << line.dump() << "\n";
+    } else {
+      for (size_t i = 0; i < result.tokens.size(); ++i)
+        std::cout << (i ? "," : "") << result.tokens[i];
+      std::cout << "\n";
+    }
+  }
+  return 0;
+}
+
+int runLogits(const Options &o) {
+  Engine engine(o);
+  std::vector<std::vector<int32_t>> prompts;
+  for (const std::string &prompt : o.prompts)
+    prompts.push_back(parseIds(prompt));
+  auto logits = runtime::teacherForcedLogits(*engine.executor, *engine.pages, prompts);
+  weights::SafetensorsWriter writer;
+  const int64_t vocab = engine.executor->vocabSize();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::vector<std::byte> bytes(logits[i].size() * sizeof(float));
+    std::memcpy(bytes.data(), logits[i].data(), bytes.size());
+    writer.add("logits." + std::to_string(i), weights::DType::F32,
+               {int64_t(prompts[i].size()), vocab}, std::move(bytes));
+  }
+  writer.write(o.out);
+  std::cerr << "llmrun: wrote " << o.out << " (" << prompts.size() << " prompt"
+            << (prompts.size() == 1 ? "" : "s") << ", vocab " << vocab << ")\n";
+  return 0;
+}
+
+void addEngineOptions(CLI::App *command, Options &o) {
+  command->add_option("engine_dir", o.engine, "Engine directory (from llmc compile)")->required();
+  command->add_option("--weights", o.weights, "Model directory with the safetensors checkpoint")
+      ->required();
+  command->add_option("--prompt-ids", o.prompts, "Comma-separated token ids (repeat for a batch)")
+      ->required();
+  command->add_option("--backend", o.backend, "cpu, cuda or auto")->capture_default_str();
+  command->add_option("--kv-cache-tokens", o.kv_cache_tokens, "Tokens the KV cache holds");
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  CLI::App app{"llmrun: run llmc engines"};
+  app.require_subcommand(1);
+  Options o;
+
+  auto *generate = app.add_subcommand("generate", "Generate tokens for one or more prompts");
+  addEngineOptions(generate, o);
+  generate->add_option("--max-tokens", o.max_tokens, "Tokens to generate at most")->capture_default_str();
+  generate->add_option("--min-tokens", o.min_tokens, "Mask end-of-sequence tokens until this many exist");
+  generate->add_flag("--ignore-eos", o.ignore_eos, "Do not stop at end-of-sequence tokens");
+  generate->add_option("--temperature", o.temperature, "0 = greedy (default: generation_config.json)");
+  generate->add_option("--top-k", o.top_k, "Keep the k most likely tokens (0: off)");
+  generate->add_option("--top-p", o.top_p, "Nucleus sampling threshold");
+  generate->add_option("--min-p", o.min_p, "Drop tokens below min_p x the top probability");
+  generate->add_option("--seed", o.seed, "Random seed (reproducible sampling)");
+  generate->add_option("--logprobs", o.logprobs, "Top-N logprobs per token (with --json)");
+  generate->add_option("--tokens-per-forward", o.tokens_per_forward,
+                       "Token budget of one forward (smaller: chunked prefill)");
+  generate->add_flag("--json", o.json, "One JSON object per prompt");
+
+  auto *logits = app.add_subcommand("logits", "Write teacher-forced logits of the prompts");
+  addEngineOptions(logits, o);
+  logits->add_option("--out", o.out, "Output .safetensors file (logits.<i>: [length, vocab] f32)")
+      ->required();
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    return *generate ? runGenerate(o) : runLogits(o);
+  } catch (const std::exception &error) {
+    std::cerr << "llmrun: error: " << error.what() << "\n";
+    return 1;
+  }
+}
