@@ -10,6 +10,7 @@ packages=(
   nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev libcli11-dev
   libfmt-dev libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev
   zlib1g-dev libzstd-dev libedit-dev libcurl4-openssl-dev libxml2-dev
+  clang libclang-rt-14-dev
 )
 
 sudo_cmd=()

@@ -28,15 +28,19 @@ void checkIndex(const std::string &source, int64_t index, size_t size, const std
 // Structural checks FlatBuffers' verifier cannot know: presence of required
 // tables and that every cross-reference points inside its table.
 void checkSemantics(const Plan &plan, const std::string &source) {
-  if (!plan.model() || !plan.kv_cache() || !plan.ranks() || plan.ranks()->size() == 0)
-    fail(source, "plan lacks its model, KV-cache or rank sections");
+  if (!plan.model() || !plan.kv_cache() || !plan.ranks() || plan.ranks()->size() == 0 ||
+      !plan.parallel())
+    fail(source, "plan lacks its model, parallel layout, KV-cache or rank sections");
+  if (!plan.model()->architecture() || !plan.model()->family())
+    fail(source, "plan lacks the model's architecture or family");
   if (!plan.kernels())
     fail(source, "plan lacks its kernel table");
   const size_t numKernels = count(plan.kernels());
   for (const KernelModule *kernel : *plan.kernels()) {
-    if (!kernel->source() || !kernel->entries() || kernel->entries()->size() != 1 ||
-        !kernel->grid() || kernel->grid()->size() != 3 || !kernel->kernel_template())
-      fail(source, "kernel module lacks its source, entry, template or 3-d grid");
+    if (!kernel->name() || !kernel->source() || !kernel->entries() ||
+        kernel->entries()->size() != 1 || !kernel->grid() || kernel->grid()->size() != 3 ||
+        !kernel->kernel_template() || !kernel->params())
+      fail(source, "kernel module lacks its name, source, entry, template, parameters or 3-d grid");
     for (const SymExpr *dim : *kernel->grid())
       if (dim->divisor() <= 0)
         fail(source, "kernel grid has a non-positive divisor");
@@ -61,9 +65,17 @@ void checkSemantics(const Plan &plan, const std::string &source) {
       if (buffer->kind() == BufferKind::input && !buffer->name())
         fail(source, "input buffer without a name");
     }
-    for (const Parameter *param : *rank->parameters())
+    for (const Parameter *param : *rank->parameters()) {
       if (!param->name() || !param->shape() || !param->sources() || param->sources()->size() == 0)
         fail(source, "parameter lacks its name, shape or sources");
+      for (const WeightSource *weightSource : *param->sources())
+        if (!weightSource->name() || !weightSource->shape())
+          fail(source, "weight source lacks its name or shape");
+    }
+    if (rank->constants())
+      for (const Constant *constant : *rank->constants())
+        if (!constant->data() || !constant->shape())
+          fail(source, "constant lacks its data or shape");
     for (const Step *step : *rank->steps()) {
       if (const Launch *launch = step->op_as_Launch()) {
         checkIndex(source, launch->kernel(), numKernels, "kernel");
@@ -80,8 +92,11 @@ void checkSemantics(const Plan &plan, const std::string &source) {
         fail(source, "step of unknown kind");
       }
     }
-    for (const Output *output : *rank->outputs())
+    for (const Output *output : *rank->outputs()) {
+      if (!output->name())
+        fail(source, "output without a name");
       checkIndex(source, output->buffer(), numBuffers, "output buffer");
+    }
   }
 }
 

@@ -40,6 +40,12 @@ void writeFloat(plan::DType dtype, float value, std::byte *p) {
   }
 }
 
+bool sameDType(weights::DType source, plan::DType target) {
+  return (source == weights::DType::F32 && target == plan::DType::f32) ||
+         (source == weights::DType::F16 && target == plan::DType::f16) ||
+         (source == weights::DType::BF16 && target == plan::DType::bf16);
+}
+
 // Concatenates the sources along the axis, converting each element.
 std::vector<std::byte> buildParameter(const plan::Parameter &param,
                                       const weights::Checkpoint &checkpoint) {
@@ -60,10 +66,18 @@ std::vector<std::byte> buildParameter(const plan::Parameter &param,
     std::span<const std::byte> data = checkpoint.data(tensor);
     const int64_t chunk = tensor.numElements() / outer;
     const size_t inBytes = weights::dtypeBytes(tensor.dtype);
-    for (int64_t o = 0; o < outer; ++o)
+    const bool sameType = sameDType(tensor.dtype, param.dtype());
+    for (int64_t o = 0; o < outer; ++o) {
+      std::byte *target = &out[size_t(o * sliceElements + offset) * outBytes];
+      const std::byte *from = &data[size_t(o * chunk) * inBytes];
+      if (sameType) {
+        std::memcpy(target, from, size_t(chunk) * inBytes);  // no conversion: copy the slice
+        continue;
+      }
       for (int64_t i = 0; i < chunk; ++i)
-        writeFloat(param.dtype(), readFloat(tensor.dtype, &data[size_t(o * chunk + i) * inBytes]),
-                   &out[size_t(o * sliceElements + offset + i) * outBytes]);
+        writeFloat(param.dtype(), readFloat(tensor.dtype, from + size_t(i) * inBytes),
+                   target + size_t(i) * outBytes);
+    }
     offset += chunk;
   }
   return out;

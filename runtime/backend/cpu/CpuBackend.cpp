@@ -58,22 +58,49 @@ void CpuBackend::download(void *host, const void *device, size_t bytes) {
   std::memcpy(host, device, bytes);
 }
 
+namespace {
+
+// Each template the CPU backend runs, with its number of integer parameters
+// and of buffer and scalar arguments (what launch() indexes).
+struct TemplateArity {
+  std::string_view name;
+  size_t params, buffers, scalars;
+};
+constexpr TemplateArity kTemplates[] = {
+    {"embedding", 1, 3, 1},       {"rms_norm", 1, 3, 2},        {"add_rms_norm", 1, 5, 2},
+    {"rope_kv_write", 5, 9, 2},   {"paged_attention", 4, 9, 4}, {"silu_mul", 1, 2, 1},
+    {"gather_rows", 1, 3, 1},
+};
+
+const TemplateArity &arityOf(const plan::KernelModule &kernel) {
+  std::string_view name = kernel.kernel_template()->string_view();
+  for (const TemplateArity &arity : kTemplates)
+    if (arity.name == name)
+      return arity;
+  throw std::runtime_error("the CPU backend has no implementation of kernel template '" +
+                           std::string(name) + "'");
+}
+
+} // namespace
+
 void CpuBackend::loadKernels(const plan::Plan &plan) {
-  static constexpr std::string_view known[] = {"embedding",       "rms_norm", "add_rms_norm",
-                                               "rope_kv_write",   "paged_attention",
-                                               "silu_mul",        "gather_rows"};
-  for (const plan::KernelModule *kernel : *plan.kernels()) {
-    std::string_view name = kernel->kernel_template()->string_view();
-    if (std::find(std::begin(known), std::end(known), name) == std::end(known))
-      throw std::runtime_error("the CPU backend has no implementation of kernel template '" +
-                               std::string(name) + "'");
-  }
+  for (const plan::KernelModule *kernel : *plan.kernels())
+    if (kernel->params()->size() != arityOf(*kernel).params)
+      throw std::runtime_error("kernel " + kernel->name()->str() + " has " +
+                               std::to_string(kernel->params()->size()) + " template parameters, " +
+                               "the CPU backend expects " + std::to_string(arityOf(*kernel).params));
 }
 
 void CpuBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<void *const> b,
                         std::span<const plan::Scalar> scalars, const BatchShape &batch) {
   const plan::KernelModule &kernel = *plan.kernels()->Get(kernelIndex);
   std::string_view name = kernel.kernel_template()->string_view();
+  const TemplateArity &arity = arityOf(kernel);
+  if (b.size() != arity.buffers || scalars.size() != arity.scalars)
+    throw std::runtime_error("kernel " + kernel.name()->str() + " is launched with " +
+                             std::to_string(b.size()) + " buffers and " + std::to_string(scalars.size()) +
+                             " scalars, it takes " + std::to_string(arity.buffers) + " and " +
+                             std::to_string(arity.scalars));
   const auto *p = kernel.params();
   const cpu::ElementType t = elementType(kernel.dtype());
   const Scalars s{scalars, batch};
@@ -105,15 +132,6 @@ void CpuBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<v
 void CpuBackend::gemm(const GemmArgs &a) {
   cpu::gemm(elementType(a.input_dtype), elementType(a.out_dtype), a.rows, a.n, a.k, a.input,
             a.weight, a.bias, a.out);
-}
-
-std::unique_ptr<Backend> createBackend(std::string_view name) {
-  // The CUDA backend is not part of this build yet: "auto" means CPU.
-  if (name == "cpu" || name == "auto")
-    return std::make_unique<CpuBackend>();
-  if (name == "cuda")
-    throw std::invalid_argument("backend 'cuda' is not available in this build (use --backend cpu)");
-  throw std::invalid_argument("unknown backend '" + std::string(name) + "' (expected cpu, cuda or auto)");
 }
 
 } // namespace llmc::runtime

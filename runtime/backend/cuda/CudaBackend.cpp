@@ -1,0 +1,226 @@
+#include "runtime/backend/cuda/CudaBackend.h"
+
+#include "runtime/jit/KernelCache.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace llmc::runtime {
+namespace {
+
+void checkBlas(cublasStatus_t status, const char *what) {
+  if (status != CUBLAS_STATUS_SUCCESS)
+    throw std::runtime_error(std::string(what) + " failed: cuBLASLt status " +
+                             std::to_string(int(status)));
+}
+
+cudaDataType_t blasType(plan::DType dtype) {
+  switch (dtype) {
+  case plan::DType::f32: return CUDA_R_32F;
+  case plan::DType::f16: return CUDA_R_16F;
+  case plan::DType::bf16: return CUDA_R_16BF;
+  case plan::DType::i32: break;
+  }
+  throw std::invalid_argument("cuBLASLt GEMMs take f32, f16 or bf16");
+}
+
+CUdeviceptr devicePointer(const void *pointer) { return reinterpret_cast<CUdeviceptr>(pointer); }
+
+} // namespace
+
+CudaBackend::CudaBackend(int device) : driver_(cuda::Driver::get()) {
+  int count = 0;
+  driver_.check(driver_.cuDeviceGetCount(&count), "cuDeviceGetCount");
+  if (device < 0 || device >= count)
+    throw std::runtime_error("no CUDA device " + std::to_string(device) + " (found " +
+                             std::to_string(count) + ")");
+  driver_.check(driver_.cuDeviceGet(&device_, device), "cuDeviceGet");
+  int major = 0, minor = 0;
+  driver_.check(driver_.cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device_),
+                "cuDeviceGetAttribute");
+  driver_.check(driver_.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device_),
+                "cuDeviceGetAttribute");
+  arch_ = "sm_" + std::to_string(major * 10 + minor);
+  driver_.check(driver_.cuDevicePrimaryCtxRetain(&context_, device_), "cuDevicePrimaryCtxRetain");
+  driver_.check(driver_.cuCtxSetCurrent(context_), "cuCtxSetCurrent");
+  driver_.check(driver_.cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+  checkBlas(cublasLtCreate(&blas_), "cublasLtCreate");
+  blasWorkspace_ = allocate(blasWorkspaceBytes_);
+}
+
+CudaBackend::~CudaBackend() {
+  // Teardown errors cannot be reported from a destructor; the context goes
+  // with the process anyway.
+  driver_.cuStreamSynchronize(stream_);
+  for (auto &[key, plan] : gemmPlans_) {
+    cublasLtMatmulDescDestroy(plan.desc);
+    cublasLtMatrixLayoutDestroy(plan.a);
+    cublasLtMatrixLayoutDestroy(plan.b);
+    cublasLtMatrixLayoutDestroy(plan.c);
+  }
+  if (blas_)
+    cublasLtDestroy(blas_);
+  if (blasWorkspace_)
+    driver_.cuMemFree(devicePointer(blasWorkspace_));
+  for (CUmodule module : modules_)
+    driver_.cuModuleUnload(module);
+  driver_.cuStreamDestroy(stream_);
+  driver_.cuDevicePrimaryCtxRelease(device_);
+}
+
+void *CudaBackend::allocate(size_t bytes) {
+  CUdeviceptr pointer = 0;
+  CUresult result = driver_.cuMemAlloc(&pointer, std::max<size_t>(bytes, 256));
+  if (result == CUDA_ERROR_OUT_OF_MEMORY) {
+    size_t free = 0, total = 0;
+    driver_.cuMemGetInfo(&free, &total);
+    throw std::runtime_error("GPU out of memory allocating " + std::to_string(bytes) + " bytes (" +
+                             std::to_string(free >> 20) + " MiB free of " +
+                             std::to_string(total >> 20) + " MiB)");
+  }
+  driver_.check(result, "cuMemAlloc");
+  return reinterpret_cast<void *>(pointer);
+}
+
+void CudaBackend::release(void *pointer) {
+  driver_.check(driver_.cuMemFree(devicePointer(pointer)), "cuMemFree");
+}
+
+// Host memory here is pageable and may change right after the call returns,
+// so the copy completes before returning.
+void CudaBackend::upload(void *device, const void *host, size_t bytes) {
+  driver_.check(driver_.cuMemcpyHtoDAsync(devicePointer(device), host, bytes, stream_), "cuMemcpyHtoDAsync");
+  driver_.check(driver_.cuStreamSynchronize(stream_), "cuStreamSynchronize");
+}
+
+void CudaBackend::download(void *host, const void *device, size_t bytes) {
+  driver_.check(driver_.cuMemcpyDtoHAsync(host, devicePointer(device), bytes, stream_), "cuMemcpyDtoHAsync");
+  driver_.check(driver_.cuStreamSynchronize(stream_), "cuStreamSynchronize");
+}
+
+void CudaBackend::loadKernels(const plan::Plan &plan) {
+  std::vector<jit::ModuleBinary> binaries = jit::compileModules(plan, arch_, jit::defaultCacheDir());
+  for (size_t i = 0; i < binaries.size(); ++i) {
+    CUmodule module = nullptr;
+    driver_.check(driver_.cuModuleLoadData(&module, binaries[i].cubin.data()), "cuModuleLoadData");
+    modules_.push_back(module);
+    CUfunction function = nullptr;
+    driver_.check(driver_.cuModuleGetFunction(&function, module, binaries[i].lowered_name.c_str()),
+                  "cuModuleGetFunction");
+    const plan::KernelModule &kernel = *plan.kernels()->Get(uint32_t(i));
+    if (kernel.shared_bytes() > 48 * 1024)
+      driver_.check(driver_.cuFuncSetAttribute(function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                               kernel.shared_bytes()),
+                    "cuFuncSetAttribute");
+    functions_.push_back(function);
+  }
+}
+
+void CudaBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<void *const> buffers,
+                         std::span<const plan::Scalar> scalars, const BatchShape &batch) {
+  const plan::KernelModule &kernel = *plan.kernels()->Get(uint32_t(kernelIndex));
+  unsigned grid[3];
+  for (int d = 0; d < 3; ++d) {
+    const plan::SymExpr &e = *kernel.grid()->Get(uint32_t(d));
+    const int64_t value = (e.tokens() * batch.num_tokens + e.seqs() * batch.num_seqs + e.constant() +
+                           e.divisor() - 1) / e.divisor();
+    if (value <= 0)
+      return;  // an empty grid has nothing to do (and cannot be launched)
+    grid[d] = unsigned(value);
+  }
+  // Kernel parameters: the buffer pointers, then each scalar by value.
+  struct Argument {
+    union {
+      void *pointer;
+      float f;
+      int32_t i;
+    };
+  };
+  Argument storage[32];
+  void *params[32];
+  if (buffers.size() + scalars.size() > 32)
+    throw std::logic_error("kernel launch with more than 32 arguments");
+  size_t n = 0;
+  for (void *buffer : buffers)
+    storage[n].pointer = buffer, params[n] = &storage[n].pointer, ++n;
+  for (const plan::Scalar &scalar : scalars) {
+    switch (scalar.kind()) {
+    case plan::ScalarKind::f32: storage[n].f = scalar.f(); params[n] = &storage[n].f; break;
+    case plan::ScalarKind::i32: storage[n].i = scalar.i(); params[n] = &storage[n].i; break;
+    case plan::ScalarKind::num_tokens: storage[n].i = int32_t(batch.num_tokens); params[n] = &storage[n].i; break;
+    case plan::ScalarKind::num_seqs: storage[n].i = int32_t(batch.num_seqs); params[n] = &storage[n].i; break;
+    }
+    ++n;
+  }
+  driver_.check(driver_.cuLaunchKernel(functions_.at(size_t(kernelIndex)), grid[0], grid[1], grid[2],
+                                       unsigned(kernel.block_threads()), 1, 1,
+                                       unsigned(kernel.shared_bytes()), stream_, params, nullptr),
+                kernel.name()->c_str());
+}
+
+// Row-major out[rows, n] = in[rows, k] x w[n, k]^T is, column-major,
+// out^T (n x rows) = w^T^T ... i.e. C(n x rows) = op(W)(n x k) * IN(k x rows)
+// with W stored k x n (transposed) and IN stored k x rows.
+const CudaBackend::GemmPlan &CudaBackend::gemmPlan(const GemmArgs &g) {
+  auto key = std::make_tuple(g.rows, g.n, g.k, int(g.input_dtype), int(g.out_dtype), g.bias != nullptr);
+  auto it = gemmPlans_.find(key);
+  if (it != gemmPlans_.end())
+    return it->second;
+  GemmPlan p;
+  const cudaDataType_t in = blasType(g.input_dtype), out = blasType(g.out_dtype);
+  checkBlas(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+  const cublasOperation_t transpose = CUBLAS_OP_T, none = CUBLAS_OP_N;
+  checkBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)),
+            "set TRANSA");
+  checkBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof(none)),
+            "set TRANSB");
+  if (g.bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    checkBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
+              "set EPILOGUE");
+    const cudaDataType_t biasType = in;
+    checkBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &biasType,
+                                             sizeof(biasType)),
+              "set BIAS_DATA_TYPE");
+  }
+  checkBlas(cublasLtMatrixLayoutCreate(&p.a, in, uint64_t(g.k), uint64_t(g.n), g.k), "layout A");
+  checkBlas(cublasLtMatrixLayoutCreate(&p.b, in, uint64_t(g.k), uint64_t(g.rows), g.k), "layout B");
+  checkBlas(cublasLtMatrixLayoutCreate(&p.c, out, uint64_t(g.n), uint64_t(g.rows), g.n), "layout C");
+
+  cublasLtMatmulPreference_t preference = nullptr;
+  checkBlas(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
+  checkBlas(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                 &blasWorkspaceBytes_, sizeof(blasWorkspaceBytes_)),
+            "set MAX_WORKSPACE_BYTES");
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(blas_, p.desc, p.a, p.b, p.c, p.c, preference,
+                                                         1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(preference);
+  checkBlas(status, "cublasLtMatmulAlgoGetHeuristic");
+  if (found == 0)
+    throw std::runtime_error("cuBLASLt has no algorithm for a " + std::to_string(g.rows) + "x" +
+                             std::to_string(g.n) + "x" + std::to_string(g.k) + " GEMM");
+  p.algo = result.algo;
+  return gemmPlans_.emplace(key, p).first->second;
+}
+
+void CudaBackend::gemm(const GemmArgs &g) {
+  if (g.rows == 0)
+    return;
+  const GemmPlan &p = gemmPlan(g);
+  if (g.bias)
+    checkBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
+                                             sizeof(g.bias)),
+              "set BIAS_POINTER");
+  const float alpha = 1.0f, beta = 0.0f;
+  checkBlas(cublasLtMatmul(blas_, p.desc, &alpha, g.weight, p.a, g.input, p.b, &beta, g.out, p.c,
+                           g.out, p.c, &p.algo, blasWorkspace_, blasWorkspaceBytes_, stream_),
+            "cublasLtMatmul");
+}
+
+void CudaBackend::synchronize() {
+  driver_.check(driver_.cuStreamSynchronize(stream_), "cuStreamSynchronize");
+}
+
+} // namespace llmc::runtime

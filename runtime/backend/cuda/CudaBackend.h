@@ -1,0 +1,58 @@
+// The CUDA backend: one GPU, one stream; kernels JIT-compiled with NVRTC
+// (runtime/jit, disk-cached) and launched through the driver API; GEMMs
+// through cuBLASLt with cached heuristics.
+#pragma once
+
+#include "runtime/backend/Backend.h"
+#include "runtime/backend/cuda/CudaDriver.h"
+
+#include <cublasLt.h>
+
+#include <map>
+#include <tuple>
+#include <vector>
+
+namespace llmc::runtime {
+
+class CudaBackend final : public Backend {
+public:
+  explicit CudaBackend(int device = 0);
+  ~CudaBackend() override;
+
+  std::string_view name() const override { return "cuda"; }
+  void *allocate(size_t bytes) override;
+  void release(void *pointer) override;
+  void upload(void *device, const void *host, size_t bytes) override;
+  void download(void *host, const void *device, size_t bytes) override;
+  void loadKernels(const plan::Plan &plan) override;
+  void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
+              std::span<const plan::Scalar> scalars, const BatchShape &batch) override;
+  void gemm(const GemmArgs &args) override;
+  void synchronize() override;
+
+  CUstream stream() const { return stream_; }
+  /// "sm_90" for an H100/H200.
+  const std::string &arch() const { return arch_; }
+
+private:
+  struct GemmPlan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  const GemmPlan &gemmPlan(const GemmArgs &args);
+
+  const cuda::Driver &driver_;
+  CUdevice device_ = 0;
+  CUcontext context_ = nullptr;
+  CUstream stream_ = nullptr;
+  std::string arch_;
+  std::vector<CUmodule> modules_;
+  std::vector<CUfunction> functions_;  // one per plan kernel module
+  cublasLtHandle_t blas_ = nullptr;
+  void *blasWorkspace_ = nullptr;
+  size_t blasWorkspaceBytes_ = 32u << 20;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int, int, bool>, GemmPlan> gemmPlans_;
+};
+
+} // namespace llmc::runtime

@@ -1,0 +1,146 @@
+#include "runtime/jit/KernelCache.h"
+
+#include "runtime/jit/Nvrtc.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+namespace llmc::jit {
+namespace {
+
+namespace fs = std::filesystem;
+
+// FNV-1a over the bytes; 64 bits are plenty for a cache keyed by content
+// (the entry also stores its key text and is verified on load).
+uint64_t fnv1a(const std::string &text) {
+  uint64_t hash = 1469598103934665603ull;
+  for (unsigned char c : text)
+    hash = (hash ^ c) * 1099511628211ull;
+  return hash;
+}
+
+struct ModuleSpec {
+  std::string name, source, entry, key;
+  std::vector<std::string> options;
+};
+
+// Cache entry layout: key length (8 bytes), key, lowered-name length, lowered
+// name, cubin. The full key is compared, so a hash collision is a miss.
+bool readEntry(const fs::path &path, const std::string &key, ModuleBinary &binary) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file)
+    return false;
+  auto readString = [&](std::string &out) {
+    uint64_t size = 0;
+    if (!file.read(reinterpret_cast<char *>(&size), 8) || size > (64u << 20))
+      return false;
+    out.resize(size);
+    return bool(file.read(out.data(), std::streamsize(size)));
+  };
+  std::string storedKey, lowered;
+  if (!readString(storedKey) || storedKey != key || !readString(lowered))
+    return false;
+  binary.cubin.assign(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  binary.lowered_name = lowered;
+  binary.from_cache = true;
+  return !binary.cubin.empty();
+}
+
+void writeEntry(const fs::path &path, const std::string &key, const ModuleBinary &binary) {
+  std::error_code error;
+  fs::create_directories(path.parent_path(), error);
+  fs::path temporary = path.string() + ".tmp" + std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+  {
+    std::ofstream file(temporary, std::ios::binary | std::ios::trunc);
+    auto writeString = [&](const std::string &text) {
+      uint64_t size = text.size();
+      file.write(reinterpret_cast<const char *>(&size), 8);
+      file.write(text.data(), std::streamsize(size));
+    };
+    writeString(key);
+    writeString(binary.lowered_name);
+    file.write(binary.cubin.data(), std::streamsize(binary.cubin.size()));
+    if (!file)
+      return;  // an unwritable cache only costs the next start a compile
+  }
+  fs::rename(temporary, path, error);
+}
+
+} // namespace
+
+std::string defaultCacheDir() {
+  if (const char *dir = std::getenv("LLMC_CACHE_DIR"); dir && *dir)
+    return dir;
+  if (const char *xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
+    return (fs::path(xdg) / "llmc").string();
+  const char *home = std::getenv("HOME");
+  return (fs::path(home && *home ? home : "/tmp") / ".cache" / "llmc").string();
+}
+
+std::vector<ModuleBinary> compileModules(const plan::Plan &plan, const std::string &arch,
+                                         const std::string &cache_dir) {
+  std::vector<ModuleSpec> specs;
+  const std::string version = nvrtcVersion();
+  for (const plan::KernelModule *kernel : *plan.kernels()) {
+    ModuleSpec spec{kernel->name()->str(), kernel->source()->str(),
+                    kernel->entries()->Get(0)->str(), "", {}};
+    if (kernel->options())
+      for (const auto *option : *kernel->options())
+        spec.options.push_back(option->str());
+    std::ostringstream key;
+    key << "nvrtc " << version << "\narch " << arch << "\nentry " << spec.entry << "\n";
+    for (const std::string &option : spec.options)
+      key << "option " << option << "\n";
+    key << spec.source;
+    spec.key = key.str();
+    specs.push_back(std::move(spec));
+  }
+
+  std::vector<ModuleBinary> binaries(specs.size());
+  std::vector<std::exception_ptr> errors(specs.size());
+  std::mutex next;
+  size_t nextIndex = 0;
+  auto worker = [&] {
+    for (;;) {
+      size_t i;
+      {
+        std::lock_guard lock(next);
+        if (nextIndex == specs.size())
+          return;
+        i = nextIndex++;
+      }
+      try {
+        const ModuleSpec &spec = specs[i];
+        char hash[17];
+        std::snprintf(hash, sizeof(hash), "%016llx", (unsigned long long)fnv1a(spec.key));
+        fs::path entry = fs::path(cache_dir) / "kernels" / (std::string(hash) + ".cubin");
+        if (readEntry(entry, spec.key, binaries[i]))
+          continue;
+        CompiledModule compiled = compileModule(spec.name, spec.source, {spec.entry}, spec.options, arch);
+        binaries[i] = {std::move(compiled.cubin), compiled.lowered_names.at(0), false};
+        writeEntry(entry, spec.key, binaries[i]);
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
+    }
+  };
+  const size_t threads = std::min<size_t>(specs.size(), std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (size_t t = 0; t < threads; ++t)
+    pool.emplace_back(worker);
+  for (std::thread &thread : pool)
+    thread.join();
+  for (const std::exception_ptr &error : errors)
+    if (error)
+      std::rethrow_exception(error);
+  return binaries;
+}
+
+} // namespace llmc::jit

@@ -1,0 +1,31 @@
+// NVRTC compilation of a plan's kernel modules with an on-disk cache keyed by
+// the source, entry, options, target arch and NVRTC version, so a warm start
+// compiles nothing. Modules compile in parallel.
+#pragma once
+
+#include "runtime/plan/PlanFile.h"
+
+#include <string>
+#include <vector>
+
+namespace llmc::jit {
+
+struct ModuleBinary {
+  std::vector<char> cubin;
+  std::string lowered_name;  // the entry's mangled name inside the cubin
+  bool from_cache = false;
+};
+
+/// The cache directory: $LLMC_CACHE_DIR, else $XDG_CACHE_HOME/llmc, else
+/// ~/.cache/llmc (the kernels/ subfolder holds the entries).
+std::string defaultCacheDir();
+
+/// Compiles (or loads from `cache_dir`) every kernel module of `plan` for
+/// `arch` (e.g. "sm_90"), in plan order. Throws std::runtime_error naming
+/// the module with NVRTC's log when one does not compile. An unreadable or
+/// corrupt cache entry is recompiled; a cache that cannot be written is
+/// skipped with no error.
+std::vector<ModuleBinary> compileModules(const plan::Plan &plan, const std::string &arch,
+                                         const std::string &cache_dir);
+
+} // namespace llmc::jit
