@@ -44,6 +44,21 @@ void ForwardBatch::addChunk(std::span<const int32_t> tokens, int32_t start,
 Executor::Executor(const plan::PlanFile &file, Backend &backend,
                    const weights::Checkpoint &checkpoint, const std::string &checkpoint_dir,
                    const ExecutorOptions &options)
+    : Executor(file, backend, options) {
+  std::vector<void *> weights = bindWeights(rank_, checkpoint, checkpoint_dir, backend_);
+  memory_.pointers.insert(memory_.pointers.end(), weights.begin(), weights.end());
+  allocateBuffers(weights);
+}
+
+Executor::Executor(const plan::PlanFile &file, Backend &backend, uint64_t seed,
+                   const ExecutorOptions &options)
+    : Executor(file, backend, options) {
+  std::vector<void *> weights = bindRandomWeights(rank_, seed, backend_);
+  memory_.pointers.insert(memory_.pointers.end(), weights.begin(), weights.end());
+  allocateBuffers(weights);
+}
+
+Executor::Executor(const plan::PlanFile &file, Backend &backend, const ExecutorOptions &options)
     : plan_(file.plan()), rank_(*plan_.ranks()->Get(0)), backend_(backend), memory_{backend, {}} {
   if (plan_.ranks()->size() != 1)
     throw std::invalid_argument("this runtime runs single-rank plans only");
@@ -62,9 +77,10 @@ Executor::Executor(const plan::PlanFile &file, Backend &backend,
   pageCapacity_ = maxSeqs_ * ceilDiv(plan_.model()->max_seq_len(), plan_.kv_cache()->page_size());
 
   backend_.loadKernels(plan_);
-  std::vector<void *> weights = bindWeights(rank_, checkpoint, checkpoint_dir, backend_);
-  memory_.pointers.insert(memory_.pointers.end(), weights.begin(), weights.end());
+}
 
+// Constants, KV pages, workspace and ABI arrays; then every plan buffer's pointer.
+void Executor::allocateBuffers(const std::vector<void *> &weights) {
   std::vector<void *> constants;
   if (rank_.constants())
     for (const plan::Constant *constant : *rank_.constants()) {

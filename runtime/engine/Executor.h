@@ -44,8 +44,12 @@ struct ForwardBatch {
 
 class Executor {
 public:
+  /// Binds the weights from `checkpoint` (found in checkpoint_dir).
   Executor(const plan::PlanFile &plan, Backend &backend, const weights::Checkpoint &checkpoint,
            const std::string &checkpoint_dir, const ExecutorOptions &options);
+  /// Random weights (benchmarks without a checkpoint), from `seed`.
+  Executor(const plan::PlanFile &plan, Backend &backend, uint64_t seed,
+           const ExecutorOptions &options);
   Executor(const Executor &) = delete;
   Executor &operator=(const Executor &) = delete;
 
@@ -61,6 +65,9 @@ public:
   void forward(const ForwardBatch &batch, std::vector<float> &logits);
 
 private:
+  Executor(const plan::PlanFile &plan, Backend &backend, const ExecutorOptions &options);
+  void allocateBuffers(const std::vector<void *> &weights);
+
   /// Everything the executor owns on the device, released on destruction
   /// (also when the constructor throws half-way).
   struct DeviceMemory {

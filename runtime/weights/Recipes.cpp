@@ -2,7 +2,9 @@
 
 #include "runtime/weights/float16.h"
 
+#include <algorithm>
 #include <cstring>
+#include <random>
 #include <set>
 
 namespace llmc::runtime {
@@ -134,6 +136,33 @@ std::vector<void *> bindWeights(const plan::RankProgram &rank, const weights::Ch
       std::vector<std::byte> bytes = buildParameter(*param, checkpoint);
       pointers.push_back(backend.allocate(bytes.size()));
       backend.upload(pointers.back(), bytes.data(), bytes.size());
+    }
+  } catch (...) {
+    for (void *pointer : pointers)
+      backend.release(pointer);
+    throw;
+  }
+  return pointers;
+}
+
+std::vector<void *> bindRandomWeights(const plan::RankProgram &rank, uint64_t seed, Backend &backend) {
+  constexpr size_t kBlockElements = 1 << 22;
+  std::mt19937_64 engine(seed);
+  std::uniform_real_distribution<float> uniform(-0.05f, 0.05f);
+  std::vector<void *> pointers;
+  try {
+    for (const plan::Parameter *param : *rank.parameters()) {
+      size_t elements = 1;
+      for (int64_t dim : *param->shape())
+        elements *= size_t(dim);
+      const size_t elementBytes = size_t(plan::dtypeBytes(param->dtype()));
+      std::vector<std::byte> block(std::min(elements, kBlockElements) * elementBytes);
+      for (size_t i = 0; i < block.size() / elementBytes; ++i)
+        writeFloat(param->dtype(), uniform(engine), &block[i * elementBytes]);
+      pointers.push_back(backend.allocate(elements * elementBytes));
+      auto *target = static_cast<std::byte *>(pointers.back());
+      for (size_t done = 0; done < elements * elementBytes; done += block.size())
+        backend.upload(target + done, block.data(), std::min(block.size(), elements * elementBytes - done));
     }
   } catch (...) {
     for (void *pointer : pointers)

@@ -36,4 +36,8 @@ void throwIfInvalid(const RecipeReport &report, const std::string &checkpoint_di
 std::vector<void *> bindWeights(const plan::RankProgram &rank, const weights::Checkpoint &checkpoint,
                                 const std::string &checkpoint_dir, Backend &backend);
 
+/// Fills every parameter with seeded uniform(-0.05, 0.05) values (a random
+/// block, tiled), for benchmarks without a checkpoint: never zeros.
+std::vector<void *> bindRandomWeights(const plan::RankProgram &rank, uint64_t seed, Backend &backend);
+
 } // namespace llmc::runtime

@@ -2,6 +2,7 @@
 //
 //   llmrun generate ENGINE_DIR --weights MODEL_DIR --prompt-ids 1,2,3 [...]
 //   llmrun logits   ENGINE_DIR --weights MODEL_DIR --prompt-ids 1,2,3 --out FILE.safetensors
+//   llmrun bench    ENGINE_DIR (--weights MODEL_DIR | --random-weights)
 //
 // Links no LLVM/MLIR and starts on machines without a GPU or driver.
 
@@ -10,6 +11,7 @@
 #include "runtime/engine/Scoring.h"
 #include "runtime/plan/PlanFile.h"
 #include "runtime/weights/safetensors.h"
+#include "tools/llmrun/bench.h"
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -193,8 +195,24 @@ int main(int argc, char **argv) {
   logits->add_option("--out", o.out, "Output .safetensors file (logits.<i>: [length, vocab] f32)")
       ->required();
 
+  BenchOptions bench;
+  bool randomWeights = false;
+  auto *benchCommand = app.add_subcommand("bench", "Decode/prefill throughput and cold start (CUDA)");
+  benchCommand->add_option("engine_dir", bench.engine, "Engine directory")->required();
+  auto *weightsOption = benchCommand->add_option("--weights", bench.weights, "Model directory");
+  benchCommand->add_flag("--random-weights", randomWeights, "Random weights instead of a checkpoint")
+      ->excludes(weightsOption);
+  benchCommand->add_option("--batch-sizes", bench.batches, "Decode batch sizes")->delimiter(',');
+  benchCommand->add_option("--contexts", bench.contexts, "Decode context lengths")->delimiter(',');
+  benchCommand->add_option("--repeats", bench.repeats, "Timed repeats per figure")->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
   try {
+    if (*benchCommand) {
+      if (!randomWeights && bench.weights.empty())
+        throw std::invalid_argument("bench needs --weights MODEL_DIR or --random-weights");
+      return runBench(bench);
+    }
     return *generate ? runGenerate(o) : runLogits(o);
   } catch (const std::exception &error) {
     std::cerr << "llmrun: error: " << error.what() << "\n";

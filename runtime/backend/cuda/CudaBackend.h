@@ -30,7 +30,9 @@ public:
   void gemm(const GemmArgs &args) override;
   void synchronize() override;
 
+  const cuda::Driver &driver() const { return driver_; }
   CUstream stream() const { return stream_; }
+  CUdevice device() const { return device_; }
   /// "sm_90" for an H100/H200.
   const std::string &arch() const { return arch_; }
 

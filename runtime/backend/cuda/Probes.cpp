@@ -1,0 +1,101 @@
+#include "runtime/backend/cuda/Probes.h"
+
+#include "runtime/jit/Nvrtc.h"
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+namespace llmc::runtime::cuda {
+namespace {
+
+constexpr const char *kReadKernel = R"(
+extern "C" __global__ void read_bandwidth(const uint4 *data, unsigned long long n, unsigned *out) {
+  unsigned acc = 0;
+  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+       i += (unsigned long long)gridDim.x * blockDim.x) {
+    uint4 v = __ldcs(data + i);  // streaming: do not keep it in L2
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9e3779b9u) out[0] = acc;  // keeps the loads; practically never stores
+}
+)";
+
+} // namespace
+
+double medianMilliseconds(CudaBackend &backend, int repeats, const std::function<void()> &work) {
+  const Driver &d = backend.driver();
+  CUevent start, stop;
+  d.check(d.cuEventCreate(&start, CU_EVENT_DEFAULT), "cuEventCreate");
+  d.check(d.cuEventCreate(&stop, CU_EVENT_DEFAULT), "cuEventCreate");
+  work();  // warm-up
+  std::vector<double> times;
+  for (int r = 0; r < repeats; ++r) {
+    d.check(d.cuEventRecord(start, backend.stream()), "cuEventRecord");
+    work();
+    d.check(d.cuEventRecord(stop, backend.stream()), "cuEventRecord");
+    d.check(d.cuEventSynchronize(stop), "cuEventSynchronize");
+    float ms = 0;
+    d.check(d.cuEventElapsedTime(&ms, start, stop), "cuEventElapsedTime");
+    times.push_back(ms);
+  }
+  d.cuEventDestroy(start);
+  d.cuEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+double readBandwidthGBs(CudaBackend &backend) {
+  const Driver &d = backend.driver();
+  const size_t bytes = size_t(4) << 30;
+  void *buffer = backend.allocate(bytes);
+  void *out = backend.allocate(256);
+  d.check(d.cuMemsetD32Async(reinterpret_cast<CUdeviceptr>(buffer), 0x3f803f80u, bytes / 4,
+                             backend.stream()),
+          "cuMemsetD32Async");
+  jit::CompiledModule compiled =
+      jit::compileModule("read_bandwidth", kReadKernel, {"read_bandwidth"}, {}, backend.arch());
+  CUmodule module;
+  CUfunction function;
+  d.check(d.cuModuleLoadData(&module, compiled.cubin.data()), "cuModuleLoadData");
+  d.check(d.cuModuleGetFunction(&function, module, compiled.lowered_names[0].c_str()), "cuModuleGetFunction");
+  int sms = 0;
+  d.check(d.cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, backend.device()),
+          "cuDeviceGetAttribute");
+  unsigned long long n = bytes / 16;
+  void *params[] = {&buffer, &n, &out};
+  double ms = medianMilliseconds(backend, 10, [&] {
+    d.check(d.cuLaunchKernel(function, unsigned(sms * 4), 1, 1, 1024, 1, 1, 0, backend.stream(),
+                             params, nullptr),
+            "cuLaunchKernel");
+  });
+  d.cuModuleUnload(module);
+  backend.release(out);
+  backend.release(buffer);
+  return double(bytes) / (ms * 1e-3) / 1e9;
+}
+
+double gemmTflops(CudaBackend &backend, int64_t size) {
+  const size_t bytes = size_t(size * size) * 2;
+  std::vector<uint16_t> host(size_t(size * size));
+  std::mt19937 engine(7);
+  for (uint16_t &value : host)  // bf16 values in [0.5, 2) with random mantissas
+    value = uint16_t(0x3f00 + (engine() & 0xff));
+  void *a = backend.allocate(bytes), *w = backend.allocate(bytes), *c = backend.allocate(bytes);
+  backend.upload(a, host.data(), bytes);
+  backend.upload(w, host.data(), bytes);
+  GemmArgs args{a, w, nullptr, c, size, size, size, plan::DType::bf16, plan::DType::bf16};
+  double ms = medianMilliseconds(backend, 10, [&] { backend.gemm(args); });
+  backend.release(a);
+  backend.release(w);
+  backend.release(c);
+  return 2.0 * double(size) * double(size) * double(size) / (ms * 1e-3) / 1e12;
+}
+
+std::pair<size_t, size_t> memoryInfo(CudaBackend &backend) {
+  size_t free = 0, total = 0;
+  backend.driver().check(backend.driver().cuMemGetInfo(&free, &total), "cuMemGetInfo");
+  return {free, total};
+}
+
+} // namespace llmc::runtime::cuda

@@ -1,0 +1,25 @@
+// Measurements of the machine's own limits, taken in the same run as the
+// figures they are compared with (llmrun bench).
+#pragma once
+
+#include "runtime/backend/cuda/CudaBackend.h"
+
+#include <functional>
+
+namespace llmc::runtime::cuda {
+
+/// Median milliseconds of `work` on the backend's stream over `repeats` runs
+/// (CUDA events around each run), after one warm-up run.
+double medianMilliseconds(CudaBackend &backend, int repeats, const std::function<void()> &work);
+
+/// Read bandwidth in GB/s: a kernel that reads a 4 GiB buffer (far beyond the
+/// L2) of non-zero data and writes almost nothing.
+double readBandwidthGBs(CudaBackend &backend);
+
+/// cuBLASLt bf16 GEMM rate in TFLOP/s on a size^3 problem (random data).
+double gemmTflops(CudaBackend &backend, int64_t size);
+
+/// Free and total device memory in bytes.
+std::pair<size_t, size_t> memoryInfo(CudaBackend &backend);
+
+} // namespace llmc::runtime::cuda

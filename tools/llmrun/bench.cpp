@@ -1,0 +1,258 @@
+// llmrun bench: decode and prefill throughput on the CUDA backend, each
+// figure next to the limit measured in the same run (read bandwidth for
+// memory-bound decode steps, cuBLASLt's large-GEMM rate for prefill), and
+// cold-start times split into plan load, JIT (empty and warm cache) and
+// weight load. Times are medians of CUDA-event-timed repeats.
+
+#include "tools/llmrun/bench.h"
+
+#ifdef LLMC_HAVE_CUDA
+
+#include "runtime/backend/cuda/Probes.h"
+#include "runtime/engine/Executor.h"
+#include "runtime/jit/KernelCache.h"
+#include "runtime/kv/BlockManager.h"
+#include "runtime/weights/safetensors.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <random>
+#include <set>
+
+namespace llmc {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double millisecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// Bytes of weights one decode step reads in full: every parameter except an
+// embedding table that only the embedding lookup uses (it reads B rows).
+int64_t weightBytesReadPerStep(const plan::Plan &p) {
+  const plan::RankProgram &rank = *p.ranks()->Get(0);
+  std::set<int32_t> readInFull;
+  for (const plan::Step *step : *rank.steps()) {
+    if (const plan::Gemm *gemm = step->op_as_Gemm()) {
+      readInFull.insert(gemm->weight());
+      if (gemm->bias() >= 0)
+        readInFull.insert(gemm->bias());
+    } else if (const plan::Launch *launch = step->op_as_Launch()) {
+      if (p.kernels()->Get(uint32_t(launch->kernel()))->kernel_template()->string_view() == "embedding")
+        continue;
+      for (int32_t buffer : *launch->buffers())
+        readInFull.insert(buffer);
+    }
+  }
+  int64_t bytes = 0;
+  for (int32_t index : readInFull) {
+    const plan::Buffer &buffer = *rank.buffers()->Get(uint32_t(index));
+    if (buffer.kind() != plan::BufferKind::parameter)
+      continue;
+    const plan::Parameter &param = *rank.parameters()->Get(uint32_t(buffer.index()));
+    int64_t elements = 1;
+    for (int64_t dim : *param.shape())
+      elements *= dim;
+    bytes += elements * plan::dtypeBytes(param.dtype());
+  }
+  return bytes;
+}
+
+int64_t parameterBytes(const plan::Plan &p) {
+  int64_t bytes = 0;
+  for (const plan::Parameter *param : *p.ranks()->Get(0)->parameters()) {
+    int64_t elements = 1;
+    for (int64_t dim : *param->shape())
+      elements *= dim;
+    bytes += elements * plan::dtypeBytes(param->dtype());
+  }
+  return bytes;
+}
+
+// Sequences with their pages, grown one token at a time by decode steps.
+struct Sequences {
+  runtime::BlockManager &pages;
+  int32_t pageSize;
+  std::vector<std::vector<int32_t>> tokens, tables;
+
+  void add(std::vector<int32_t> prompt, int64_t capacity) {
+    tables.emplace_back();
+    for (int64_t p = 0; p < (capacity + pageSize - 1) / pageSize; ++p)
+      tables.back().push_back(*pages.allocate());
+    tokens.push_back(std::move(prompt));
+  }
+  ~Sequences() {
+    for (auto &table : tables)
+      for (int32_t page : table)
+        pages.release(page);
+  }
+};
+
+std::vector<int32_t> randomTokens(std::mt19937 &engine, int64_t count, int64_t vocab) {
+  std::vector<int32_t> tokens(static_cast<size_t>(count));
+  for (int32_t &token : tokens)
+    token = int32_t(engine() % uint32_t(vocab));
+  return tokens;
+}
+
+} // namespace
+
+int runBench(const BenchOptions &o) {
+  auto start = Clock::now();
+  plan::PlanFile file = plan::PlanFile::load(o.engine);
+  const double planMs = millisecondsSince(start);
+  const plan::Plan &p = file.plan();
+
+  runtime::CudaBackend backend;
+  const std::string cacheDir = (std::filesystem::temp_directory_path() /
+                                ("llmc-bench-jit-" + std::to_string(getpid()))).string();
+  std::filesystem::remove_all(cacheDir);
+  start = Clock::now();
+  jit::compileModules(p, backend.arch(), cacheDir);
+  const double jitColdMs = millisecondsSince(start);
+  start = Clock::now();
+  jit::compileModules(p, backend.arch(), cacheDir);
+  const double jitWarmMs = millisecondsSince(start);
+  setenv("LLMC_CACHE_DIR", cacheDir.c_str(), 1);
+
+  // KV pages from what is left after weights and workspace.
+  const plan::KvCacheSpec &kv = *p.kv_cache();
+  const int64_t kvBytesPerToken =
+      2 * kv.num_layers() * kv.num_kv_heads() * kv.head_dim() * plan::dtypeBytes(kv.dtype());
+  const plan::RankProgram &rank = *p.ranks()->Get(0);
+  const int64_t workspace = rank.workspace_bytes_per_token() * p.max_tokens_per_forward() +
+                            rank.workspace_bytes_per_seq() * p.max_seqs_per_forward();
+  auto [freeBytes, totalBytes] = runtime::cuda::memoryInfo(backend);
+  const int64_t kvBudget = int64_t(double(freeBytes) * o.memory_fraction) - parameterBytes(p) -
+                           workspace - (int64_t(2) << 30);  // probes and cuBLASLt
+  runtime::ExecutorOptions options;
+  options.kv_pages = std::max<int64_t>(1, kvBudget / (kvBytesPerToken * kv.page_size()));
+
+  start = Clock::now();
+  std::unique_ptr<weights::Checkpoint> checkpoint;
+  std::unique_ptr<runtime::Executor> executor;
+  if (o.weights.empty()) {
+    executor = std::make_unique<runtime::Executor>(file, backend, 1234, options);
+  } else {
+    checkpoint = std::make_unique<weights::Checkpoint>(weights::Checkpoint::open(o.weights));
+    executor = std::make_unique<runtime::Executor>(file, backend, *checkpoint, o.weights, options);
+  }
+  backend.synchronize();
+  const double loadMs = millisecondsSince(start);
+
+  const double bandwidth = runtime::cuda::readBandwidthGBs(backend);
+  const double gemmRate = runtime::cuda::gemmTflops(backend, 8192);
+  const int64_t weightBytes = weightBytesReadPerStep(p);
+  const plan::ModelMeta &model = *p.model();
+
+  std::printf("engine %s: %s, %lld layers, %s, weights %.2f GB (%.2f GB read per decode step)\n",
+              o.engine.c_str(), model.architecture()->c_str(), (long long)model.num_layers(),
+              plan::dtypeName(model.dtype()), double(parameterBytes(p)) / 1e9, double(weightBytes) / 1e9);
+  std::printf("device limits (this run): read bandwidth %.0f GB/s, bf16 GEMM 8192^3 %.0f TFLOP/s\n",
+              bandwidth, gemmRate);
+  std::printf("KV cache: %lld pages of %lld tokens (%.1f GB)\n", (long long)options.kv_pages,
+              (long long)kv.page_size(), double(options.kv_pages * kv.page_size() * kvBytesPerToken) / 1e9);
+  std::printf("\ncold start: plan load %.1f ms, JIT empty cache %.0f ms, JIT warm cache %.0f ms, "
+              "weight load (%s) %.0f ms\n\n",
+              planMs, jitColdMs, jitWarmMs, o.weights.empty() ? "random" : "checkpoint", loadMs);
+
+  runtime::BlockManager pages(int32_t(options.kv_pages));
+  std::mt19937 engine(42);
+  const int64_t vocab = model.vocab_size();
+  std::vector<float> logits;
+
+  // Prefill: B sequences of L tokens in one forward.
+  std::printf("| prefill | ms | tokens/s | TFLOP/s | of GEMM rate |\n| --- | --- | --- | --- | --- |\n");
+  for (auto [batch, length] : {std::pair<int64_t, int64_t>{1, 4096}, {8, 1024}}) {
+    if (batch * length > executor->maxTokensPerForward() || length > executor->maxSeqLen())
+      continue;
+    Sequences seqs{pages, executor->pageSize(), {}, {}};
+    runtime::ForwardBatch forward;
+    for (int64_t s = 0; s < batch; ++s) {
+      seqs.add(randomTokens(engine, length, vocab), length);
+      forward.addChunk(seqs.tokens.back(), 0, seqs.tables.back(), executor->pageSize());
+    }
+    double ms = runtime::cuda::medianMilliseconds(backend, 3, [&] { executor->forward(forward, logits); });
+    // 2 x (layer parameters) per token, the LM head per sequence, causal attention.
+    const double layerParams = double(parameterBytes(p) - 2 * model.vocab_size() * model.hidden_size() *
+                                                              plan::dtypeBytes(model.dtype())) /
+                               plan::dtypeBytes(model.dtype());
+    const double flops = 2.0 * layerParams * double(batch * length) +
+                         2.0 * double(model.vocab_size() * model.hidden_size()) * double(batch) +
+                         2.0 * double(model.num_heads() * model.head_dim()) * double(length * length) *
+                             double(batch * model.num_layers());
+    std::printf("| %lldx%lld | %.1f | %.0f | %.0f | %.0f%% |\n", (long long)batch, (long long)length, ms,
+                double(batch * length) / (ms * 1e-3), flops / (ms * 1e-3) / 1e12,
+                100.0 * flops / (ms * 1e-3) / 1e12 / gemmRate);
+  }
+
+  // Decode: B sequences at context C, one token each per step.
+  std::printf("\n| decode batch | context | step ms | tokens/s | bound ms | of bound |\n"
+              "| --- | --- | --- | --- | --- | --- |\n");
+  for (int64_t context : o.contexts) {
+    for (int64_t batch : o.batches) {
+      const int64_t capacity = context + o.repeats + 2;
+      const int64_t pagesNeeded = batch * ((capacity + executor->pageSize() - 1) / executor->pageSize());
+      if (pagesNeeded > pages.numFree() || batch > executor->maxSeqsPerForward()) {
+        std::printf("| %lld | %lld | does not fit the KV cache | | | |\n", (long long)batch, (long long)context);
+        continue;
+      }
+      Sequences seqs{pages, executor->pageSize(), {}, {}};
+      for (int64_t s = 0; s < batch; ++s)
+        seqs.add(randomTokens(engine, context, vocab), capacity);
+      // Prefill the contexts, as many sequences per forward as fit.
+      runtime::ForwardBatch prefill;
+      for (int64_t s = 0; s < batch; ++s) {
+        for (int64_t at = 0; at < context;) {
+          const int64_t room = executor->maxTokensPerForward() - prefill.numTokens();
+          const int64_t chunk = std::min(context - at, room);
+          prefill.addChunk({seqs.tokens[size_t(s)].data() + at, size_t(chunk)}, int32_t(at),
+                           seqs.tables[size_t(s)], executor->pageSize());
+          at += chunk;
+          if (prefill.numTokens() == executor->maxTokensPerForward() ||
+              prefill.numSeqs() == executor->maxSeqsPerForward()) {
+            executor->forward(prefill, logits);
+            prefill = runtime::ForwardBatch{};
+          }
+        }
+      }
+      if (prefill.numSeqs() > 0)
+        executor->forward(prefill, logits);
+
+      int64_t position = context;
+      double ms = runtime::cuda::medianMilliseconds(backend, o.repeats, [&] {
+        runtime::ForwardBatch step;
+        for (int64_t s = 0; s < batch; ++s) {
+          const int32_t token = int32_t(engine() % uint32_t(vocab));
+          step.addChunk({&token, 1}, int32_t(position), seqs.tables[size_t(s)], executor->pageSize());
+        }
+        executor->forward(step, logits);
+        ++position;
+      });
+      const double bytes = double(weightBytes) + double(batch * context * kvBytesPerToken);
+      const double boundMs = bytes / (bandwidth * 1e9) * 1e3;
+      std::printf("| %lld | %lld | %.2f | %.0f | %.2f | %.0f%% |\n", (long long)batch, (long long)context, ms,
+                  double(batch) / (ms * 1e-3), boundMs, 100.0 * boundMs / ms);
+    }
+  }
+  std::filesystem::remove_all(cacheDir);
+  return 0;
+}
+
+} // namespace llmc
+
+#else
+
+#include <stdexcept>
+
+namespace llmc {
+int runBench(const BenchOptions &) {
+  throw std::runtime_error("llmrun bench needs the CUDA backend, which this build lacks");
+}
+} // namespace llmc
+
+#endif
