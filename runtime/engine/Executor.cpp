@@ -11,17 +11,22 @@ namespace {
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// The batch's host array for an ABI input name, or nullptr for an unknown name.
-const std::vector<int32_t> *abiArray(const ForwardBatch &b, std::string_view name) {
-  if (name == "token_ids") return &b.token_ids;
-  if (name == "positions") return &b.positions;
-  if (name == "qo_indptr") return &b.qo_indptr;
-  if (name == "kv_indptr") return &b.kv_indptr;
-  if (name == "kv_page_indices") return &b.kv_page_indices;
-  if (name == "kv_last_page_len") return &b.kv_last_page_len;
-  if (name == "logits_rows") return &b.logits_rows;
-  return nullptr;
-}
+// The forward ABI arrays in the order of the device input block; the page
+// table comes last because it is the longest and is uploaded only as far as
+// it is used.
+struct AbiArray {
+  const char *name;
+  std::vector<int32_t> ForwardBatch::*field;
+};
+constexpr AbiArray kAbiArrays[] = {
+    {"token_ids", &ForwardBatch::token_ids},
+    {"positions", &ForwardBatch::positions},
+    {"qo_indptr", &ForwardBatch::qo_indptr},
+    {"kv_indptr", &ForwardBatch::kv_indptr},
+    {"kv_last_page_len", &ForwardBatch::kv_last_page_len},
+    {"logits_rows", &ForwardBatch::logits_rows},
+    {"kv_page_indices", &ForwardBatch::kv_page_indices},
+};
 
 } // namespace
 
@@ -97,6 +102,18 @@ void Executor::allocateBuffers(const std::vector<void *> &weights) {
     values.push_back(memory_.allocate(layerBytes));
   }
 
+  // All ABI arrays live in one device block (one upload per forward).
+  size_t offset = 0;
+  for (const AbiArray &array : kAbiArrays) {
+    inputOffsets_.push_back(offset);
+    const std::string_view name = array.name;
+    offset += size_t(name == "kv_page_indices"                      ? pageCapacity_
+                     : name == "token_ids" || name == "positions" ? maxTokens_
+                                                                    : maxSeqs_ + 1);
+  }
+  inputBlock_ = static_cast<int32_t *>(memory_.allocate(offset * sizeof(int32_t)));
+  staging_.resize(offset);
+
   const int64_t tokensRegion = rank_.workspace_bytes_per_token() * maxTokens_;
   auto *workspace = static_cast<char *>(
       memory_.allocate(size_t(tokensRegion + rank_.workspace_bytes_per_seq() * maxSeqs_)));
@@ -110,18 +127,13 @@ void Executor::allocateBuffers(const std::vector<void *> &weights) {
                     : workspace + buffer->offset_per_row() * maxTokens_;
       break;
     case plan::BufferKind::input: {
-      const std::string name = buffer->name()->str();
-      if (!abiArray(ForwardBatch{}, name))
-        throw std::invalid_argument("the plan reads an unknown forward input '" + name + "'");
-      auto it = std::find_if(inputs_.begin(), inputs_.end(), [&](auto &in) { return in.first == name; });
-      if (it == inputs_.end()) {
-        const int64_t capacity = name == "kv_page_indices" ? pageCapacity_
-                                 : buffer->rows() == plan::RowCount::tokens ? maxTokens_
-                                                                            : maxSeqs_ + 1;
-        inputs_.emplace_back(name, memory_.allocate(size_t(capacity) * sizeof(int32_t)));
-        it = std::prev(inputs_.end());
-      }
-      pointer = it->second;
+      const auto *array = std::find_if(std::begin(kAbiArrays), std::end(kAbiArrays), [&](auto &a) {
+        return buffer->name()->string_view() == a.name;
+      });
+      if (array == std::end(kAbiArrays))
+        throw std::invalid_argument("the plan reads an unknown forward input '" +
+                                    buffer->name()->str() + "'");
+      pointer = inputBlock_ + inputOffsets_[size_t(array - std::begin(kAbiArrays))];
       break;
     }
     case plan::BufferKind::parameter: pointer = weights[size_t(buffer->index())]; break;
@@ -194,10 +206,13 @@ void Executor::validate(const ForwardBatch &b) const {
 void Executor::forward(const ForwardBatch &batch, std::vector<float> &logits) {
   validate(batch);
   const BatchShape shape{batch.numTokens(), batch.numSeqs()};
-  for (const auto &[name, pointer] : inputs_) {
-    const std::vector<int32_t> &host = *abiArray(batch, name);
-    backend_.upload(pointer, host.data(), host.size() * sizeof(int32_t));
+  size_t used = 0;
+  for (size_t i = 0; i < std::size(kAbiArrays); ++i) {
+    const std::vector<int32_t> &host = batch.*kAbiArrays[i].field;
+    std::copy(host.begin(), host.end(), staging_.begin() + long(inputOffsets_[i]));
+    used = inputOffsets_[i] + host.size();
   }
+  backend_.upload(inputBlock_, staging_.data(), used * sizeof(int32_t));
 
   std::vector<void *> args;
   for (const plan::Step *step : *rank_.steps()) {

@@ -85,7 +85,9 @@ private:
   int64_t maxTokens_, maxSeqs_, numPages_, pageCapacity_;
   DeviceMemory memory_;
   std::vector<void *> buffers_;      // one pointer per plan buffer
-  std::vector<std::pair<std::string, void *>> inputs_;  // ABI array -> device pointer
+  int32_t *inputBlock_ = nullptr;      // the ABI arrays on the device, at inputOffsets_
+  std::vector<size_t> inputOffsets_;   // in elements, in kAbiArrays order
+  std::vector<int32_t> staging_;       // the same layout on the host
   int32_t logitsBuffer_ = -1;
 };
 
