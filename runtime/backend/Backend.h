@@ -51,6 +51,14 @@ public:
   virtual void gemm(const GemmArgs &args) = 0;
   /// Waits until every launched step has finished.
   virtual void synchronize() = 0;
+
+  /// Graph capture (CUDA graphs): between beginCapture() and endCapture(),
+  /// launches and GEMMs are recorded instead of run; replay() runs them again
+  /// with the same arguments. Backends without graphs return false / null.
+  virtual bool beginCapture() { return false; }
+  virtual void *endCapture() { return nullptr; }
+  virtual void replay(void *graph) {}
+  virtual void destroyGraph(void *graph) {}
 };
 
 /// "cpu", or "auto" (the CUDA backend when a GPU is present; CPU otherwise).

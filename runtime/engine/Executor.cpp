@@ -72,6 +72,7 @@ Executor::Executor(const plan::PlanFile &file, Backend &backend, const ExecutorO
   maxSeqs_ = options.max_seqs_per_forward ? options.max_seqs_per_forward
                                           : plan_.max_seqs_per_forward();
   numPages_ = options.kv_pages;
+  graphs_ = options.graphs;
   if (maxTokens_ <= 0 || maxTokens_ % 16 != 0)
     throw std::invalid_argument("max tokens per forward must be a positive multiple of 16");
   if (maxSeqs_ <= 0 || maxSeqs_ > maxTokens_)
@@ -152,6 +153,11 @@ void Executor::allocateBuffers(const std::vector<void *> &weights) {
     throw std::invalid_argument("the plan has no fp32 logits output of [seqs, vocab]");
 }
 
+Executor::~Executor() {
+  for (auto &[batch, graph] : decodeGraphs_)
+    backend_.destroyGraph(graph);
+}
+
 Executor::DeviceMemory::~DeviceMemory() {
   for (void *pointer : pointers)
     backend.release(pointer);
@@ -203,17 +209,7 @@ void Executor::validate(const ForwardBatch &b) const {
   }
 }
 
-void Executor::forward(const ForwardBatch &batch, std::vector<float> &logits) {
-  validate(batch);
-  const BatchShape shape{batch.numTokens(), batch.numSeqs()};
-  size_t used = 0;
-  for (size_t i = 0; i < std::size(kAbiArrays); ++i) {
-    const std::vector<int32_t> &host = batch.*kAbiArrays[i].field;
-    std::copy(host.begin(), host.end(), staging_.begin() + long(inputOffsets_[i]));
-    used = inputOffsets_[i] + host.size();
-  }
-  backend_.upload(inputBlock_, staging_.data(), used * sizeof(int32_t));
-
+void Executor::runSteps(const BatchShape &shape) {
   std::vector<void *> args;
   for (const plan::Step *step : *rank_.steps()) {
     if (const plan::Launch *launch = step->op_as_Launch()) {
@@ -234,6 +230,40 @@ void Executor::forward(const ForwardBatch &batch, std::vector<float> &logits) {
                      input.rows() == plan::RowCount::seqs ? shape.num_seqs : shape.num_tokens,
                      gemm->n(), gemm->k(), input.dtype(), out.dtype()});
     }
+  }
+}
+
+void Executor::forward(const ForwardBatch &batch, std::vector<float> &logits) {
+  validate(batch);
+  const BatchShape shape{batch.numTokens(), batch.numSeqs()};
+  size_t used = 0;
+  for (size_t i = 0; i < std::size(kAbiArrays); ++i) {
+    const std::vector<int32_t> &host = batch.*kAbiArrays[i].field;
+    std::copy(host.begin(), host.end(), staging_.begin() + long(inputOffsets_[i]));
+    used = inputOffsets_[i] + host.size();
+  }
+  backend_.upload(inputBlock_, staging_.data(), used * sizeof(int32_t));
+
+  // Every pointer is fixed and only T and S vary, so a decode forward of a
+  // given batch size is the same launch sequence each time: capture it once.
+  const bool decode = shape.num_tokens == shape.num_seqs;
+  if (graphs_ && decode) {
+    auto it = decodeGraphs_.find(shape.num_seqs);
+    if (it == decodeGraphs_.end() && backend_.beginCapture()) {
+      try {
+        runSteps(shape);
+      } catch (...) {
+        backend_.destroyGraph(backend_.endCapture());  // leave capture mode, then report
+        throw;
+      }
+      it = decodeGraphs_.emplace(shape.num_seqs, backend_.endCapture()).first;
+    }
+    if (it != decodeGraphs_.end())
+      backend_.replay(it->second);
+    else
+      runSteps(shape);
+  } else {
+    runSteps(shape);
   }
   logits.resize(size_t(shape.num_seqs * vocabSize()));
   backend_.download(logits.data(), buffers_[size_t(logitsBuffer_)], logits.size() * sizeof(float));

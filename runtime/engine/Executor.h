@@ -8,6 +8,7 @@
 #include "runtime/weights/safetensors.h"
 
 #include <cstdint>
+#include <map>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -26,6 +27,9 @@ struct ExecutorOptions {
   int64_t max_tokens_per_forward = 0;  // 0: the plan's; must be a multiple of 16
   int64_t max_seqs_per_forward = 0;    // 0: the plan's
   int64_t kv_pages = 0;                // pages in the KV cache (> 0)
+  /// Replay decode forwards (one token per sequence) from graphs captured per
+  /// batch size, where the backend supports graphs.
+  bool graphs = true;
 };
 
 /// One forward's inputs in the plan's fixed ABI (host arrays).
@@ -50,6 +54,7 @@ public:
   /// Random weights (benchmarks without a checkpoint), from `seed`.
   Executor(const plan::PlanFile &plan, Backend &backend, uint64_t seed,
            const ExecutorOptions &options);
+  ~Executor();
   Executor(const Executor &) = delete;
   Executor &operator=(const Executor &) = delete;
 
@@ -78,6 +83,7 @@ private:
   };
 
   void validate(const ForwardBatch &batch) const;
+  void runSteps(const BatchShape &shape);
 
   const plan::Plan &plan_;
   const plan::RankProgram &rank_;
@@ -89,6 +95,8 @@ private:
   std::vector<size_t> inputOffsets_;   // in elements, in kAbiArrays order
   std::vector<int32_t> staging_;       // the same layout on the host
   int32_t logitsBuffer_ = -1;
+  bool graphs_ = true;
+  std::map<int64_t, void *> decodeGraphs_;  // batch size -> captured decode forward
 };
 
 } // namespace llmc::runtime

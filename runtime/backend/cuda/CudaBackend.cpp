@@ -223,4 +223,28 @@ void CudaBackend::synchronize() {
   driver_.check(driver_.cuStreamSynchronize(stream_), "cuStreamSynchronize");
 }
 
+bool CudaBackend::beginCapture() {
+  driver_.check(driver_.cuStreamBeginCapture(stream_, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+                "cuStreamBeginCapture");
+  return true;
+}
+
+void *CudaBackend::endCapture() {
+  CUgraph graph = nullptr;
+  driver_.check(driver_.cuStreamEndCapture(stream_, &graph), "cuStreamEndCapture");
+  CUgraphExec exec = nullptr;
+  CUresult result = driver_.cuGraphInstantiateWithFlags(&exec, graph, 0);
+  driver_.cuGraphDestroy(graph);
+  driver_.check(result, "cuGraphInstantiate");
+  return exec;
+}
+
+void CudaBackend::replay(void *graph) {
+  driver_.check(driver_.cuGraphLaunch(static_cast<CUgraphExec>(graph), stream_), "cuGraphLaunch");
+}
+
+void CudaBackend::destroyGraph(void *graph) {
+  driver_.cuGraphExecDestroy(static_cast<CUgraphExec>(graph));
+}
+
 } // namespace llmc::runtime

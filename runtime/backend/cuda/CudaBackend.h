@@ -29,6 +29,10 @@ public:
               std::span<const plan::Scalar> scalars, const BatchShape &batch) override;
   void gemm(const GemmArgs &args) override;
   void synchronize() override;
+  bool beginCapture() override;
+  void *endCapture() override;
+  void replay(void *graph) override;
+  void destroyGraph(void *graph) override;
 
   const cuda::Driver &driver() const { return driver_; }
   CUstream stream() const { return stream_; }

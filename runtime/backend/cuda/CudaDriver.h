@@ -18,7 +18,9 @@ struct Driver {
   X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemGetInfo) X(cuModuleLoadData)                   \
   X(cuModuleUnload) X(cuModuleGetFunction) X(cuLaunchKernel) X(cuFuncSetAttribute)                 \
   X(cuGetErrorName) X(cuGetErrorString) X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize)    \
-  X(cuEventElapsedTime) X(cuEventDestroy) X(cuMemsetD32Async)
+  X(cuEventElapsedTime) X(cuEventDestroy) X(cuMemsetD32Async) X(cuStreamBeginCapture)           \
+  X(cuStreamEndCapture) X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphExecDestroy)      \
+  X(cuGraphDestroy)
 #define LLMC_CUDA_POINTER(name) decltype(&::name) name = nullptr;
   LLMC_CUDA_FUNCTIONS(LLMC_CUDA_POINTER)
 #undef LLMC_CUDA_POINTER
