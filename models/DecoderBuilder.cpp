@@ -172,8 +172,8 @@ OwningOpRef<ModuleOp> buildDecoder(MLIRContext &context, const DecoderConfig &co
                                     : Type();
   if (!dtype)
     throw ConfigError("unsupported --dtype '" + dtypeName + "' (supported: bf16, f16, f32)");
-  if (options.kv_page_size <= 0)
-    throw ConfigError("--kv-page-size must be positive");
+  if (options.kv_page_size <= 0 || options.kv_page_size > 4096)
+    throw ConfigError("--kv-page-size must be in [1, 4096]");
   int64_t maxSeqLen = options.max_seq_len ? options.max_seq_len : config.max_position_embeddings;
   if (maxSeqLen <= 0 || maxSeqLen > config.max_position_embeddings)
     throw ConfigError("--max-seq-len " + std::to_string(maxSeqLen) +

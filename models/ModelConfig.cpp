@@ -27,13 +27,22 @@ public:
     return it == object.end() || it->is_null() ? nullptr : &*it;
   }
 
-  int64_t positiveInt(const json &object, const std::string &key, const std::string &path) const {
+  // Sizes are bounded so that every product the compiler and the runtime
+  // form stays far from overflow (the runtime's plan verifier has the same bound).
+  static constexpr int64_t kMaxSize = int64_t(1) << 24;
+
+  int64_t integer(const json &object, const std::string &key, const std::string &path, int64_t lo,
+                  int64_t hi) const {
     const json *value = find(object, key);
     if (!value)
       fail("missing field '" + path + "'");
-    if (!value->is_number_integer() || value->get<int64_t>() <= 0)
-      fail("field '" + path + "' must be a positive integer, got " + value->dump());
+    if (!value->is_number_integer() || value->get<int64_t>() < lo || value->get<int64_t>() > hi)
+      fail("field '" + path + "' must be an integer in [" + std::to_string(lo) + ", " +
+           std::to_string(hi) + "], got " + value->dump());
     return value->get<int64_t>();
+  }
+  int64_t positiveInt(const json &object, const std::string &key, const std::string &path) const {
+    return integer(object, key, path, 1, kMaxSize);
   }
   int64_t positiveInt(const std::string &key) const { return positiveInt(root, key, key); }
 
@@ -164,7 +173,7 @@ DecoderConfig parseDecoderConfig(const std::string &text, const std::string &sou
   config.vocab_size = reader.positiveInt("vocab_size");
   config.hidden_size = reader.positiveInt("hidden_size");
   config.intermediate_size = reader.positiveInt("intermediate_size");
-  config.num_layers = reader.positiveInt("num_hidden_layers");
+  config.num_layers = reader.integer(root, "num_hidden_layers", "num_hidden_layers", 1, 4096);
   config.num_heads = reader.positiveInt("num_attention_heads");
   config.num_kv_heads = reader.find(root, "num_key_value_heads")
                             ? reader.positiveInt("num_key_value_heads")
@@ -198,11 +207,14 @@ DecoderConfig parseDecoderConfig(const std::string &text, const std::string &sou
   }
 
   // Qwen2: layers from max_window_layers on use the sliding window when
-  // use_sliding_window is set (Hugging Face's layer_types rule).
+  // use_sliding_window is set (Hugging Face's layer_types rule; its default
+  // max_window_layers is 28).
   config.sliding_window.assign(config.num_layers, 0);
   if (config.family == "qwen2" && reader.flag("use_sliding_window", false)) {
     int64_t window = reader.positiveInt("sliding_window");
-    int64_t first = reader.find(root, "max_window_layers") ? reader.positiveInt("max_window_layers") : 0;
+    int64_t first = reader.find(root, "max_window_layers")
+                        ? reader.integer(root, "max_window_layers", "max_window_layers", 0, 4096)
+                        : 28;
     for (int64_t layer = first; layer < config.num_layers; ++layer)
       config.sliding_window[layer] = window;
   }

@@ -103,7 +103,7 @@ LogicalResult KernelOp::verify() {
 }
 
 LogicalResult InputOp::verify() {
-  for (const AbiInput &input : kAbiInputs) {
+  for (const llmc::plan::AbiInput &input : llmc::plan::kAbiInputs) {
     if (getName() != input.name)
       continue;
     auto type = getResult().getType();

@@ -21,17 +21,4 @@
 #define GET_OP_CLASSES
 #include "dialects/exec/ExecOps.h.inc"
 
-namespace llmc::exec {
-
-/// The forward ABI arrays, with the symbolic row count of each.
-struct AbiInput {
-  const char *name;
-  const char *rows;
-};
-inline constexpr AbiInput kAbiInputs[] = {
-    {"token_ids", "tokens"},       {"positions", "tokens"},  {"qo_indptr", "seqs_plus_one"},
-    {"kv_indptr", "seqs_plus_one"}, {"kv_page_indices", "pages"},
-    {"kv_last_page_len", "seqs"},  {"logits_rows", "seqs"},
-};
-
-} // namespace llmc::exec
+#include "runtime/plan/Abi.h"

@@ -193,7 +193,7 @@ private:
     Value &input = inputs[name];
     if (!input) {
       StringRef rows;
-      for (const exec::AbiInput &abi : exec::kAbiInputs)
+      for (const plan::AbiInput &abi : plan::kAbiInputs)
         if (name == abi.name)
           rows = abi.rows;
       auto type = exec::BufferType::get(builder.getContext(), rows, 1, builder.getI32Type());

@@ -1,6 +1,6 @@
 // The Backend interface: device memory, copies, kernel launches and GEMMs.
 // The executor resolves every buffer to a pointer once; a backend only runs
-// steps. Implementations: cpu/ (reference, the CI oracle); cuda/ (to come).
+// steps. Implementations: cpu/ (reference, the CI oracle) and cuda/.
 #pragma once
 
 #include "runtime/plan/PlanFile.h"

@@ -1,8 +1,10 @@
 #include "runtime/engine/Executor.h"
 
+#include "runtime/plan/Abi.h"
 #include "runtime/weights/Recipes.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace llmc::runtime {
 namespace {
@@ -11,22 +13,13 @@ namespace {
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// The forward ABI arrays in the order of the device input block; the page
-// table comes last because it is the longest and is uploaded only as far as
-// it is used.
-struct AbiArray {
-  const char *name;
-  std::vector<int32_t> ForwardBatch::*field;
+// The batch's arrays in plan::kAbiInputs order (the device input block's).
+constexpr std::vector<int32_t> ForwardBatch::*kAbiFields[] = {
+    &ForwardBatch::token_ids,        &ForwardBatch::positions,   &ForwardBatch::qo_indptr,
+    &ForwardBatch::kv_indptr,        &ForwardBatch::kv_last_page_len,
+    &ForwardBatch::logits_rows,      &ForwardBatch::kv_page_indices,
 };
-constexpr AbiArray kAbiArrays[] = {
-    {"token_ids", &ForwardBatch::token_ids},
-    {"positions", &ForwardBatch::positions},
-    {"qo_indptr", &ForwardBatch::qo_indptr},
-    {"kv_indptr", &ForwardBatch::kv_indptr},
-    {"kv_last_page_len", &ForwardBatch::kv_last_page_len},
-    {"logits_rows", &ForwardBatch::logits_rows},
-    {"kv_page_indices", &ForwardBatch::kv_page_indices},
-};
+static_assert(std::size(kAbiFields) == std::size(plan::kAbiInputs));
 
 } // namespace
 
@@ -73,6 +66,8 @@ Executor::Executor(const plan::PlanFile &file, Backend &backend, const ExecutorO
                                           : plan_.max_seqs_per_forward();
   numPages_ = options.kv_pages;
   graphs_ = options.graphs;
+  if (numPages_ > std::numeric_limits<int32_t>::max())
+    throw std::invalid_argument("the KV cache holds at most 2^31 - 1 pages");
   if (maxTokens_ <= 0 || maxTokens_ % 16 != 0)
     throw std::invalid_argument("max tokens per forward must be a positive multiple of 16");
   if (maxSeqs_ <= 0 || maxSeqs_ > maxTokens_)
@@ -105,12 +100,10 @@ void Executor::allocateBuffers(const std::vector<void *> &weights) {
 
   // All ABI arrays live in one device block (one upload per forward).
   size_t offset = 0;
-  for (const AbiArray &array : kAbiArrays) {
+  for (const plan::AbiInput &input : plan::kAbiInputs) {
     inputOffsets_.push_back(offset);
-    const std::string_view name = array.name;
-    offset += size_t(name == "kv_page_indices"                      ? pageCapacity_
-                     : name == "token_ids" || name == "positions" ? maxTokens_
-                                                                    : maxSeqs_ + 1);
+    const std::string_view rows = input.rows;
+    offset += size_t(rows == "pages" ? pageCapacity_ : rows == "tokens" ? maxTokens_ : maxSeqs_ + 1);
   }
   inputBlock_ = static_cast<int32_t *>(memory_.allocate(offset * sizeof(int32_t)));
   staging_.resize(offset);
@@ -128,13 +121,12 @@ void Executor::allocateBuffers(const std::vector<void *> &weights) {
                     : workspace + buffer->offset_per_row() * maxTokens_;
       break;
     case plan::BufferKind::input: {
-      const auto *array = std::find_if(std::begin(kAbiArrays), std::end(kAbiArrays), [&](auto &a) {
-        return buffer->name()->string_view() == a.name;
-      });
-      if (array == std::end(kAbiArrays))
+      const auto *input = std::find_if(std::begin(plan::kAbiInputs), std::end(plan::kAbiInputs),
+                                       [&](auto &abi) { return buffer->name()->string_view() == abi.name; });
+      if (input == std::end(plan::kAbiInputs))
         throw std::invalid_argument("the plan reads an unknown forward input '" +
                                     buffer->name()->str() + "'");
-      pointer = inputBlock_ + inputOffsets_[size_t(array - std::begin(kAbiArrays))];
+      pointer = inputBlock_ + inputOffsets_[size_t(input - std::begin(plan::kAbiInputs))];
       break;
     }
     case plan::BufferKind::parameter: pointer = weights[size_t(buffer->index())]; break;
@@ -159,8 +151,14 @@ Executor::~Executor() {
 }
 
 Executor::DeviceMemory::~DeviceMemory() {
-  for (void *pointer : pointers)
-    backend.release(pointer);
+  // After a sticky device error releases fail too; the memory goes with the
+  // context, and a destructor must not throw.
+  for (void *pointer : pointers) {
+    try {
+      backend.release(pointer);
+    } catch (const std::exception &) {
+    }
+  }
 }
 
 void *Executor::DeviceMemory::allocate(size_t bytes) {
@@ -237,8 +235,8 @@ void Executor::forward(const ForwardBatch &batch, std::vector<float> &logits) {
   validate(batch);
   const BatchShape shape{batch.numTokens(), batch.numSeqs()};
   size_t used = 0;
-  for (size_t i = 0; i < std::size(kAbiArrays); ++i) {
-    const std::vector<int32_t> &host = batch.*kAbiArrays[i].field;
+  for (size_t i = 0; i < std::size(kAbiFields); ++i) {
+    const std::vector<int32_t> &host = batch.*kAbiFields[i];
     std::copy(host.begin(), host.end(), staging_.begin() + long(inputOffsets_[i]));
     used = inputOffsets_[i] + host.size();
   }

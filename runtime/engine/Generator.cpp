@@ -81,6 +81,18 @@ std::vector<GenerationResult> generate(Executor &executor, BlockManager &pages,
                          std::make_unique<sample::Sampler>(requests[i].sampling, options.seed + i),
                          requests[i].prompt, {}, 0, false});
 
+  // Pages of unfinished sequences go back whatever ends the loop (an error
+  // in a forward or a sampler included).
+  struct ReleaseOnExit {
+    std::vector<Sequence> &sequences;
+    BlockManager &pages;
+    ~ReleaseOnExit() {
+      for (Sequence &seq : sequences)
+        for (int32_t page : seq.pages)
+          pages.release(page);
+    }
+  } releaseOnExit{sequences, pages};
+
   size_t admitted = 0;
   std::vector<float> logits, row;
   for (;;) {

@@ -5,9 +5,10 @@
 
 namespace llmc::runtime {
 
-BlockManager::BlockManager(int32_t num_pages) : refCounts(size_t(num_pages), 0) {
+BlockManager::BlockManager(int32_t num_pages) {
   if (num_pages <= 0)
     throw std::invalid_argument("the KV cache needs at least one page");
+  refCounts.assign(size_t(num_pages), 0);
   for (int32_t page = num_pages - 1; page >= 0; --page)
     freePages.push_back(page);
 }

@@ -25,57 +25,144 @@ void checkIndex(const std::string &source, int64_t index, size_t size, const std
                      " entries)");
 }
 
-// Structural checks FlatBuffers' verifier cannot know: presence of required
-// tables and that every cross-reference points inside its table.
+// Bounds generous for any real model that keep every product below 2^62.
+constexpr int64_t kMaxDim = int64_t(1) << 24;
+constexpr int64_t kMaxElements = int64_t(1) << 40;
+
+template <typename Enum>
+bool validEnum(Enum value) {
+  return value >= Enum::MIN && value <= Enum::MAX;
+}
+
+void checkRange(const std::string &source, int64_t value, int64_t lo, int64_t hi,
+                const std::string &what) {
+  if (value < lo || value > hi)
+    fail(source, what + " " + std::to_string(value) + " is outside [" + std::to_string(lo) + ", " +
+                     std::to_string(hi) + "]");
+}
+
+int64_t elementCount(const std::string &source, const flatbuffers::Vector<int64_t> &shape,
+                     const std::string &what) {
+  if (shape.size() == 0 || shape.size() > 4)
+    fail(source, what + " must have rank 1 to 4");
+  int64_t count = 1;
+  for (int64_t dim : shape) {
+    checkRange(source, dim, 1, kMaxDim, what + " dimension");
+    count *= dim;
+    checkRange(source, count, 1, kMaxElements, what + " element count");
+  }
+  return count;
+}
+
+bool isFloat(DType dtype) { return dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16; }
+
+// A parameter's sources must concatenate to its shape along its axis: the
+// weight recipes write exactly that many elements.
+void checkParameter(const std::string &source, const Parameter &param) {
+  if (!param.name() || !param.shape() || !param.sources() || param.sources()->size() == 0)
+    fail(source, "parameter lacks its name, shape or sources");
+  const std::string what = "parameter " + param.name()->str();
+  if (!isFloat(param.dtype()))
+    fail(source, what + " must be f32, f16 or bf16");
+  elementCount(source, *param.shape(), what + " shape");
+  const int64_t rank = param.shape()->size(), axis = param.concat_axis();
+  checkRange(source, axis, 0, rank - 1, what + " concat axis");
+  int64_t along = 0;
+  for (const WeightSource *weightSource : *param.sources()) {
+    if (!weightSource->name() || !weightSource->shape() || weightSource->shape()->size() != size_t(rank))
+      fail(source, what + " has a source without a name or of another rank");
+    elementCount(source, *weightSource->shape(), what + " source shape");
+    for (int64_t d = 0; d < rank; ++d)
+      if (d != axis && weightSource->shape()->Get(uint32_t(d)) != param.shape()->Get(uint32_t(d)))
+        fail(source, what + " has a source that differs off the concat axis");
+    along += weightSource->shape()->Get(uint32_t(axis));
+  }
+  if (along != param.shape()->Get(uint32_t(axis)))
+    fail(source, what + ": its sources do not add up to its shape along the concat axis");
+}
+
+// Structural checks FlatBuffers' verifier cannot know: presence of every
+// field the runtime reads, enum ranges, sizes, and that every cross-reference
+// points inside its table with matching shapes.
 void checkSemantics(const Plan &plan, const std::string &source) {
   if (!plan.model() || !plan.kv_cache() || !plan.ranks() || plan.ranks()->size() == 0 ||
-      !plan.parallel())
-    fail(source, "plan lacks its model, parallel layout, KV-cache or rank sections");
-  if (!plan.model()->architecture() || !plan.model()->family())
-    fail(source, "plan lacks the model's architecture or family");
-  if (!plan.kernels())
-    fail(source, "plan lacks its kernel table");
-  const size_t numKernels = count(plan.kernels());
+      !plan.parallel() || !plan.kernels())
+    fail(source, "plan lacks its model, parallel layout, KV-cache, kernel or rank sections");
+  const ModelMeta &model = *plan.model();
+  if (!model.architecture() || !model.family() || !validEnum(model.dtype()))
+    fail(source, "plan lacks the model's architecture, family or dtype");
+  checkRange(source, model.vocab_size(), 1, kMaxDim, "vocabulary size");
+  checkRange(source, model.max_seq_len(), 1, kMaxDim, "max sequence length");
+  const KvCacheSpec &kv = *plan.kv_cache();
+  checkRange(source, kv.num_layers(), 1, 4096, "KV-cache layer count");
+  checkRange(source, kv.num_kv_heads(), 1, 4096, "KV-cache head count");
+  checkRange(source, kv.head_dim(), 1, 4096, "KV-cache head dimension");
+  checkRange(source, kv.page_size(), 1, 4096, "KV-cache page size");
+  if (!isFloat(kv.dtype()))
+    fail(source, "KV-cache dtype must be f32, f16 or bf16");
+  checkRange(source, plan.max_tokens_per_forward(), 16, kMaxDim, "max tokens per forward");
+  checkRange(source, plan.max_seqs_per_forward(), 1, plan.max_tokens_per_forward(), "max sequences per forward");
+
+  const size_t numKernels = plan.kernels()->size();
   for (const KernelModule *kernel : *plan.kernels()) {
     if (!kernel->name() || !kernel->source() || !kernel->entries() ||
         kernel->entries()->size() != 1 || !kernel->grid() || kernel->grid()->size() != 3 ||
-        !kernel->kernel_template() || !kernel->params())
-      fail(source, "kernel module lacks its name, source, entry, template, parameters or 3-d grid");
-    for (const SymExpr *dim : *kernel->grid())
-      if (dim->divisor() <= 0)
-        fail(source, "kernel grid has a non-positive divisor");
-    if (kernel->block_threads() <= 0 || kernel->block_threads() > 1024)
-      fail(source, "kernel block size is outside [1, 1024]");
+        !kernel->kernel_template() || !kernel->params() || !isFloat(kernel->dtype()))
+      fail(source, "kernel module lacks its name, source, entry, template, parameters, dtype or 3-d grid");
+    for (const SymExpr *dim : *kernel->grid()) {
+      checkRange(source, dim->divisor(), 1, kMaxDim, "kernel grid divisor");
+      for (int64_t coefficient : {dim->tokens(), dim->seqs(), dim->constant()})
+        checkRange(source, coefficient, 0, kMaxDim, "kernel grid coefficient");
+    }
+    checkRange(source, kernel->block_threads(), 1, 1024, "kernel block size");
+    checkRange(source, kernel->shared_bytes(), 0, 228 * 1024, "kernel shared memory");
   }
+
   for (const RankProgram *rank : *plan.ranks()) {
     if (!rank->buffers() || !rank->steps() || !rank->outputs() || !rank->parameters())
       fail(source, "rank program lacks its buffers, steps, outputs or parameters");
-    const size_t numBuffers = count(rank->buffers());
-    const size_t numParams = count(rank->parameters());
+    checkRange(source, rank->workspace_bytes_per_token(), 0, int64_t(1) << 32, "workspace bytes per token");
+    checkRange(source, rank->workspace_bytes_per_seq(), 0, int64_t(1) << 32, "workspace bytes per sequence");
+    const size_t numBuffers = rank->buffers()->size();
+    const size_t numParams = rank->parameters()->size();
     const size_t numConstants = count(rank->constants());
-    for (const Buffer *buffer : *rank->buffers()) {
-      if (buffer->cols() <= 0 || buffer->offset_per_row() < 0)
-        fail(source, "buffer with non-positive columns or negative offset");
-      if (buffer->kind() == BufferKind::parameter)
-        checkIndex(source, buffer->index(), numParams, "parameter");
-      if (buffer->kind() == BufferKind::constant)
-        checkIndex(source, buffer->index(), numConstants, "constant");
-      if (buffer->kind() == BufferKind::kv_keys || buffer->kind() == BufferKind::kv_values)
-        checkIndex(source, buffer->index(), size_t(plan.kv_cache()->num_layers()), "KV layer");
-      if (buffer->kind() == BufferKind::input && !buffer->name())
-        fail(source, "input buffer without a name");
-    }
-    for (const Parameter *param : *rank->parameters()) {
-      if (!param->name() || !param->shape() || !param->sources() || param->sources()->size() == 0)
-        fail(source, "parameter lacks its name, shape or sources");
-      for (const WeightSource *weightSource : *param->sources())
-        if (!weightSource->name() || !weightSource->shape())
-          fail(source, "weight source lacks its name or shape");
-    }
+    for (const Parameter *param : *rank->parameters())
+      checkParameter(source, *param);
     if (rank->constants())
-      for (const Constant *constant : *rank->constants())
-        if (!constant->data() || !constant->shape())
-          fail(source, "constant lacks its data or shape");
+      for (const Constant *constant : *rank->constants()) {
+        if (!constant->data() || !constant->shape() || !isFloat(constant->dtype()))
+          fail(source, "constant lacks its data, shape or dtype");
+        if (int64_t(constant->data()->size()) !=
+            elementCount(source, *constant->shape(), "constant shape") * dtypeBytes(constant->dtype()))
+          fail(source, "constant data does not match its shape");
+      }
+    for (const Buffer *buffer : *rank->buffers()) {
+      if (!validEnum(buffer->kind()) || !validEnum(buffer->rows()) || !validEnum(buffer->dtype()))
+        fail(source, "buffer with an unknown kind, row count or dtype");
+      checkRange(source, buffer->cols(), 1, kMaxDim, "buffer columns");
+      switch (buffer->kind()) {
+      case BufferKind::workspace: {
+        const bool tokens = buffer->rows() == RowCount::tokens;
+        if (!tokens && buffer->rows() != RowCount::seqs)
+          fail(source, "workspace buffers have token or sequence rows");
+        const int64_t region = tokens ? rank->workspace_bytes_per_token() : rank->workspace_bytes_per_seq();
+        checkRange(source, buffer->offset_per_row(), 0, region, "workspace offset");
+        if (buffer->offset_per_row() + buffer->cols() * dtypeBytes(buffer->dtype()) > region)
+          fail(source, "workspace buffer reaches past its region");
+        break;
+      }
+      case BufferKind::input:
+        if (!buffer->name() || buffer->dtype() != DType::i32)
+          fail(source, "input buffer without a name or not of i32");
+        break;
+      case BufferKind::parameter: checkIndex(source, buffer->index(), numParams, "parameter"); break;
+      case BufferKind::constant: checkIndex(source, buffer->index(), numConstants, "constant"); break;
+      case BufferKind::kv_keys:
+      case BufferKind::kv_values:
+        checkIndex(source, buffer->index(), size_t(kv.num_layers()), "KV layer");
+        break;
+      }
+    }
     for (const Step *step : *rank->steps()) {
       if (const Launch *launch = step->op_as_Launch()) {
         checkIndex(source, launch->kernel(), numKernels, "kernel");
@@ -83,11 +170,31 @@ void checkSemantics(const Plan &plan, const std::string &source) {
           fail(source, "kernel launch without buffer arguments");
         for (int32_t buffer : *launch->buffers())
           checkIndex(source, buffer, numBuffers, "buffer");
+        if (launch->scalars())
+          for (const Scalar *scalar : *launch->scalars())
+            if (!validEnum(scalar->kind()))
+              fail(source, "kernel launch with a scalar of unknown kind");
       } else if (const Gemm *gemm = step->op_as_Gemm()) {
         for (int32_t buffer : {gemm->input(), gemm->weight(), gemm->out()})
           checkIndex(source, buffer, numBuffers, "buffer");
-        if (gemm->bias() != -1)
+        const Buffer &input = *rank->buffers()->Get(uint32_t(gemm->input()));
+        const Buffer &weight = *rank->buffers()->Get(uint32_t(gemm->weight()));
+        const Buffer &out = *rank->buffers()->Get(uint32_t(gemm->out()));
+        if (weight.kind() != BufferKind::parameter)
+          fail(source, "GEMM weight is not a parameter");
+        const Parameter &param = *rank->parameters()->Get(uint32_t(weight.index()));
+        if (param.shape()->size() != 2 || param.shape()->Get(0) != gemm->n() ||
+            param.shape()->Get(1) != gemm->k() || input.cols() != gemm->k() || out.cols() != gemm->n() ||
+            input.rows() != out.rows() || input.dtype() != param.dtype() || !isFloat(out.dtype()))
+          fail(source, "GEMM shapes or dtypes do not match its buffers");
+        if (gemm->bias() != -1) {
           checkIndex(source, gemm->bias(), numBuffers, "buffer");
+          const Buffer &bias = *rank->buffers()->Get(uint32_t(gemm->bias()));
+          if (bias.kind() != BufferKind::parameter ||
+              rank->parameters()->Get(uint32_t(bias.index()))->shape()->size() != 1 ||
+              rank->parameters()->Get(uint32_t(bias.index()))->shape()->Get(0) != gemm->n())
+            fail(source, "GEMM bias is not a parameter of n elements");
+        }
       } else {
         fail(source, "step of unknown kind");
       }

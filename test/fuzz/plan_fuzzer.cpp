@@ -13,11 +13,12 @@ namespace {
 // the verifier let through.
 size_t touch(const llmc::plan::Plan &plan) {
   using namespace llmc::plan;
-  size_t sum = size_t(plan.model()->vocab_size() + plan.kv_cache()->page_size());
+  // Unsigned sums: the values are fuzzed, and wrapping is fine here.
+  size_t sum = size_t(plan.model()->vocab_size()) + size_t(plan.kv_cache()->page_size());
   for (const KernelModule *kernel : *plan.kernels()) {
     sum += kernel->source()->size() + kernel->entries()->Get(0)->size();
     for (const SymExpr *dim : *kernel->grid())
-      sum += size_t(dim->tokens() + dim->seqs() + dim->constant() + dim->divisor());
+      sum += size_t(dim->tokens()) + size_t(dim->seqs()) + size_t(dim->constant()) + size_t(dim->divisor());
   }
   return sum;
 }

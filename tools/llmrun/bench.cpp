@@ -99,17 +99,35 @@ std::vector<int32_t> randomTokens(std::mt19937 &engine, int64_t count, int64_t v
   return tokens;
 }
 
+// A temporary JIT cache directory, removed however the benchmark ends.
+struct TemporaryDirectory {
+  std::string path;
+  ~TemporaryDirectory() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+};
+
 } // namespace
 
 int runBench(const BenchOptions &o) {
+  if (o.repeats < 1)
+    throw std::invalid_argument("--repeats must be at least 1");
+  for (int64_t value : o.batches)
+    if (value < 1)
+      throw std::invalid_argument("--batch-sizes must be positive");
+  for (int64_t value : o.contexts)
+    if (value < 1)
+      throw std::invalid_argument("--contexts must be positive");
   auto start = Clock::now();
   plan::PlanFile file = plan::PlanFile::load(o.engine);
   const double planMs = millisecondsSince(start);
   const plan::Plan &p = file.plan();
 
   runtime::CudaBackend backend;
-  const std::string cacheDir = (std::filesystem::temp_directory_path() /
-                                ("llmc-bench-jit-" + std::to_string(getpid()))).string();
+  const TemporaryDirectory cache{(std::filesystem::temp_directory_path() /
+                                 ("llmc-bench-jit-" + std::to_string(getpid()))).string()};
+  const std::string &cacheDir = cache.path;
   std::filesystem::remove_all(cacheDir);
   start = Clock::now();
   jit::compileModules(p, backend.arch(), cacheDir);
@@ -168,8 +186,12 @@ int runBench(const BenchOptions &o) {
   // Prefill: B sequences of L tokens in one forward.
   std::printf("| prefill | ms | tokens/s | TFLOP/s | of GEMM rate |\n| --- | --- | --- | --- | --- |\n");
   for (auto [batch, length] : {std::pair<int64_t, int64_t>{1, 4096}, {8, 1024}}) {
-    if (batch * length > executor->maxTokensPerForward() || length > executor->maxSeqLen())
+    const int64_t pagesPerSequence = (length + executor->pageSize() - 1) / executor->pageSize();
+    if (batch * length > executor->maxTokensPerForward() || length > executor->maxSeqLen() ||
+        batch * pagesPerSequence > pages.numFree()) {
+      std::printf("| %lldx%lld | does not fit | | | |\n", (long long)batch, (long long)length);
       continue;
+    }
     Sequences seqs{pages, executor->pageSize(), {}, {}};
     runtime::ForwardBatch forward;
     for (int64_t s = 0; s < batch; ++s) {
@@ -177,10 +199,13 @@ int runBench(const BenchOptions &o) {
       forward.addChunk(seqs.tokens.back(), 0, seqs.tables.back(), executor->pageSize());
     }
     double ms = runtime::cuda::medianMilliseconds(backend, 3, [&] { executor->forward(forward, logits); });
-    // 2 x (layer parameters) per token, the LM head per sequence, causal attention.
-    const double layerParams = double(parameterBytes(p) - 2 * model.vocab_size() * model.hidden_size() *
-                                                              plan::dtypeBytes(model.dtype())) /
-                               plan::dtypeBytes(model.dtype());
+    // 2 x (layer parameters) per token, the LM head per sequence, causal
+    // attention. The embedding table and the LM head are one parameter each,
+    // or one shared parameter when tied.
+    const int64_t tableParams = model.vocab_size() * model.hidden_size();
+    const int64_t tables = weightBytesReadPerStep(p) < parameterBytes(p) ? 2 : 1;
+    const double layerParams =
+        double(parameterBytes(p)) / plan::dtypeBytes(model.dtype()) - double(tables * tableParams);
     const double flops = 2.0 * layerParams * double(batch * length) +
                          2.0 * double(model.vocab_size() * model.hidden_size()) * double(batch) +
                          2.0 * double(model.num_heads() * model.head_dim()) * double(length * length) *
@@ -239,7 +264,6 @@ int runBench(const BenchOptions &o) {
                   double(batch) / (ms * 1e-3), boundMs, 100.0 * boundMs / ms);
     }
   }
-  std::filesystem::remove_all(cacheDir);
   return 0;
 }
 

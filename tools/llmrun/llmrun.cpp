@@ -109,9 +109,15 @@ int runGenerate(const Options &o) {
 
   runtime::GeneratorOptions options;
   options.tokens_per_forward = o.tokens_per_forward;
-  const auto *eos = engine.plan.plan().model()->eos_token_ids();
-  if (eos)
+  // End-of-sequence tokens: the model's and generation_config.json's (Llama 3
+  // instruct models stop at <|eot_id|>, which only the latter names).
+  if (const auto *eos = engine.plan.plan().model()->eos_token_ids())
     options.eos_token_ids.assign(eos->begin(), eos->end());
+  if (auto it = defaults.find("eos_token_id"); it != defaults.end())
+    for (const auto &id : it->is_array() ? *it : nlohmann::json::array({*it}))
+      if (id.is_number_integer() &&
+          std::count(options.eos_token_ids.begin(), options.eos_token_ids.end(), id.get<int32_t>()) == 0)
+        options.eos_token_ids.push_back(id.get<int32_t>());
   options.seed = o.seed.value_or(uint64_t(std::random_device{}()));
 
   auto results = runtime::generate(*engine.executor, *engine.pages, requests, options);

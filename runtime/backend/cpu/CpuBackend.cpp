@@ -44,7 +44,7 @@ const int32_t *ints(void *const p) { return static_cast<const int32_t *>(p); }
 void *CpuBackend::allocate(size_t bytes) {
   void *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   if (!p)
-    throw std::bad_alloc();
+    throw std::runtime_error("out of host memory allocating " + std::to_string(bytes) + " bytes");
   return p;
 }
 

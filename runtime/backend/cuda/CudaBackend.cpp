@@ -100,6 +100,10 @@ void CudaBackend::download(void *host, const void *device, size_t bytes) {
 
 void CudaBackend::loadKernels(const plan::Plan &plan) {
   std::vector<jit::ModuleBinary> binaries = jit::compileModules(plan, arch_, jit::defaultCacheDir());
+  for (CUmodule module : modules_)  // kernels of a previously loaded plan
+    driver_.check(driver_.cuModuleUnload(module), "cuModuleUnload");
+  modules_.clear();
+  functions_.clear();
   for (size_t i = 0; i < binaries.size(); ++i) {
     CUmodule module = nullptr;
     driver_.check(driver_.cuModuleLoadData(&module, binaries[i].cubin.data()), "cuModuleLoadData");
