@@ -41,10 +41,15 @@ TEST(KernelGeometry, BlockSizesFollowTheRowWidth) {
 }
 
 TEST(KernelGeometry, AttentionCoversEveryKvHeadOfEveryToken) {
+  // One thread-block cluster of 8 blocks (__cluster_dims__(8, 1, 1) in
+  // kernels/paged_attention.cuh) per (token, kv head): grid.x must stay a
+  // multiple of the cluster size.
   LaunchShape shape = launch("paged_attention", {32, 8, 128, 16});
-  EXPECT_EQ(shape.grid_x.eval(100, 4), 100);
+  EXPECT_EQ(shape.grid_x.eval(100, 4), 100 * 8);
+  EXPECT_EQ(shape.grid_x.eval(37, 5) % 8, 0);
   EXPECT_EQ(shape.grid_y.eval(100, 4), 8);
-  EXPECT_GE(shape.block_threads, 128);
+  EXPECT_EQ(shape.block_threads, 128);
+  EXPECT_EQ(shape.shared_bytes, 0);
 }
 
 TEST(KernelGeometry, SiluMulCoversAllColumns) {
