@@ -49,6 +49,9 @@ public:
   virtual void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
                       std::span<const plan::Scalar> scalars, const BatchShape &batch) = 0;
   virtual void gemm(const GemmArgs &args) = 0;
+  /// out[r] = index of the largest of logits[r, 0..cols) (lowest on ties,
+  /// NaN never chosen) for each of `rows` fp32 rows, all on the device.
+  virtual void argmax(const float *logits, int64_t rows, int64_t cols, int32_t *out) = 0;
   /// Waits until every launched step has finished.
   virtual void synchronize() = 0;
 

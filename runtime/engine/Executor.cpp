@@ -106,6 +106,7 @@ void Executor::allocateBuffers(const std::vector<void *> &weights) {
     offset += size_t(rows == "pages" ? pageCapacity_ : rows == "tokens" ? maxTokens_ : maxSeqs_ + 1);
   }
   inputBlock_ = static_cast<int32_t *>(memory_.allocate(offset * sizeof(int32_t)));
+  argmaxTokens_ = static_cast<int32_t *>(memory_.allocate(size_t(maxSeqs_) * sizeof(int32_t)));
   staging_.resize(offset);
 
   const int64_t tokensRegion = rank_.workspace_bytes_per_token() * maxTokens_;
@@ -232,6 +233,20 @@ void Executor::runSteps(const BatchShape &shape) {
 }
 
 void Executor::forward(const ForwardBatch &batch, std::vector<float> &logits) {
+  const BatchShape shape = run(batch);
+  logits.resize(size_t(shape.num_seqs * vocabSize()));
+  backend_.download(logits.data(), buffers_[size_t(logitsBuffer_)], logits.size() * sizeof(float));
+}
+
+void Executor::forwardGreedy(const ForwardBatch &batch, std::vector<int32_t> &tokens) {
+  const BatchShape shape = run(batch);
+  backend_.argmax(static_cast<const float *>(buffers_[size_t(logitsBuffer_)]), shape.num_seqs,
+                  vocabSize(), argmaxTokens_);
+  tokens.resize(size_t(shape.num_seqs));
+  backend_.download(tokens.data(), argmaxTokens_, tokens.size() * sizeof(int32_t));
+}
+
+BatchShape Executor::run(const ForwardBatch &batch) {
   validate(batch);
   const BatchShape shape{batch.numTokens(), batch.numSeqs()};
   size_t used = 0;
@@ -263,9 +278,7 @@ void Executor::forward(const ForwardBatch &batch, std::vector<float> &logits) {
   } else {
     runSteps(shape);
   }
-  logits.resize(size_t(shape.num_seqs * vocabSize()));
-  backend_.download(logits.data(), buffers_[size_t(logitsBuffer_)], logits.size() * sizeof(float));
-  backend_.synchronize();
+  return shape;
 }
 
 } // namespace llmc::runtime

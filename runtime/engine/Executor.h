@@ -68,6 +68,9 @@ public:
 
   /// Runs one forward and returns its logits, numSeqs() rows of vocabSize().
   void forward(const ForwardBatch &batch, std::vector<float> &logits);
+  /// Runs one forward and returns each sequence's most likely next token
+  /// (lowest id on ties), picked on the device: only the tokens come back.
+  void forwardGreedy(const ForwardBatch &batch, std::vector<int32_t> &tokens);
 
 private:
   Executor(const plan::PlanFile &plan, Backend &backend, const ExecutorOptions &options);
@@ -83,6 +86,8 @@ private:
   };
 
   void validate(const ForwardBatch &batch) const;
+  /// Validates, uploads and launches a forward; its logits stay on the device.
+  BatchShape run(const ForwardBatch &batch);
   void runSteps(const BatchShape &shape);
 
   const plan::Plan &plan_;
@@ -92,6 +97,7 @@ private:
   DeviceMemory memory_;
   std::vector<void *> buffers_;      // one pointer per plan buffer
   int32_t *inputBlock_ = nullptr;      // the ABI arrays on the device, at inputOffsets_
+  int32_t *argmaxTokens_ = nullptr;    // forwardGreedy's tokens on the device
   std::vector<size_t> inputOffsets_;   // in elements, in kAbiArrays order
   std::vector<int32_t> staging_;       // the same layout on the host
   int32_t logitsBuffer_ = -1;

@@ -95,6 +95,7 @@ std::vector<GenerationResult> generate(Executor &executor, BlockManager &pages,
 
   size_t admitted = 0;
   std::vector<float> logits, row;
+  std::vector<int32_t> greedyTokens;
   for (;;) {
     // Admit waiting requests in order while their whole reservation fits.
     while (admitted < sequences.size()) {
@@ -130,16 +131,32 @@ std::vector<GenerationResult> generate(Executor &executor, BlockManager &pages,
       throw std::logic_error("no request can be admitted although the KV cache is idle");
     }
 
-    executor.forward(batch, logits);
+    // When every sequence picks greedily with nothing to mask or report, the
+    // tokens are chosen on the device and only they come back.
+    const bool deviceGreedy = std::all_of(sampled.begin(), sampled.end(), [](const Sequence *seq) {
+      return !seq || (seq->request->sampling.temperature == 0 && seq->request->sampling.logprobs == 0 &&
+                      seq->request->sampling.banned_tokens.empty() &&
+                      seq->generated() >= seq->request->min_tokens);
+    });
+    if (deviceGreedy)
+      executor.forwardGreedy(batch, greedyTokens);
+    else
+      executor.forward(batch, logits);
     for (size_t s = 0; s < sampled.size(); ++s) {
       Sequence *seq = sampled[s];
       if (!seq)
         continue;  // a prompt chunk that is not the last: nothing to sample yet
-      row.assign(logits.begin() + long(s * vocab), logits.begin() + long((s + 1) * vocab));
-      if (seq->generated() < seq->request->min_tokens)
-        for (int32_t eos : options.eos_token_ids)
-          row[size_t(eos)] = -std::numeric_limits<float>::infinity();
-      sample::SampleResult result = seq->sampler->sample(row);
+      sample::SampleResult result;
+      if (deviceGreedy) {
+        result.token = greedyTokens[s];
+        result.logprob = std::numeric_limits<float>::quiet_NaN();  // not computed, not asked for
+      } else {
+        row.assign(logits.begin() + long(s * vocab), logits.begin() + long((s + 1) * vocab));
+        if (seq->generated() < seq->request->min_tokens)
+          for (int32_t eos : options.eos_token_ids)
+            row[size_t(eos)] = -std::numeric_limits<float>::infinity();
+        result = seq->sampler->sample(row);
+      }
       seq->tokens.push_back(result.token);
       seq->result->tokens.push_back(result.token);
       seq->result->samples.push_back(std::move(result));

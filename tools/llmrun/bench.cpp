@@ -248,14 +248,16 @@ int runBench(const BenchOptions &o) {
       if (prefill.numSeqs() > 0)
         executor->forward(prefill, logits);
 
+      // Greedy steps: each next token is the argmax, picked on the device.
       int64_t position = context;
+      std::vector<int32_t> next(static_cast<size_t>(batch));
+      for (int32_t &token : next)
+        token = int32_t(engine() % uint32_t(vocab));
       double ms = runtime::cuda::medianMilliseconds(backend, o.repeats, [&] {
         runtime::ForwardBatch step;
-        for (int64_t s = 0; s < batch; ++s) {
-          const int32_t token = int32_t(engine() % uint32_t(vocab));
-          step.addChunk({&token, 1}, int32_t(position), seqs.tables[size_t(s)], executor->pageSize());
-        }
-        executor->forward(step, logits);
+        for (int64_t s = 0; s < batch; ++s)
+          step.addChunk({&next[size_t(s)], 1}, int32_t(position), seqs.tables[size_t(s)], executor->pageSize());
+        executor->forwardGreedy(step, next);
         ++position;
       });
       const double bytes = double(weightBytes) + double(batch * context * kvBytesPerToken);

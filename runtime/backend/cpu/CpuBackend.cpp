@@ -3,6 +3,7 @@
 #include "runtime/backend/cpu/CpuOps.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -127,6 +128,17 @@ void CpuBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<v
     cpu::gatherRows(t, int(p->Get(0)), b[0], ints(b[1]), b[2], s.i(0));
   else
     throw std::runtime_error("the CPU backend cannot run kernel template '" + std::string(name) + "'");
+}
+
+void CpuBackend::argmax(const float *logits, int64_t rows, int64_t cols, int32_t *out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *row = logits + r * cols;
+    int64_t best = 0;
+    for (int64_t c = 1; c < cols; ++c)  // strict > keeps the lowest index; NaN compares false
+      if (row[c] > row[best] || std::isnan(row[best]))
+        best = c;
+    out[r] = int32_t(best);
+  }
 }
 
 void CpuBackend::gemm(const GemmArgs &a) {

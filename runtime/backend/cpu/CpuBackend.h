@@ -17,6 +17,7 @@ public:
   void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
               std::span<const plan::Scalar> scalars, const BatchShape &batch) override;
   void gemm(const GemmArgs &args) override;
+  void argmax(const float *logits, int64_t rows, int64_t cols, int32_t *out) override;
   void synchronize() override {}
 };
 

@@ -1,6 +1,7 @@
 #include "runtime/backend/cuda/CudaBackend.h"
 
 #include "runtime/jit/KernelCache.h"
+#include "runtime/jit/Nvrtc.h"
 
 #include <stdexcept>
 #include <string>
@@ -64,6 +65,8 @@ CudaBackend::~CudaBackend() {
     driver_.cuMemFree(devicePointer(blasWorkspace_));
   for (CUmodule module : modules_)
     driver_.cuModuleUnload(module);
+  if (argmaxModule_)
+    driver_.cuModuleUnload(argmaxModule_);
   driver_.cuStreamDestroy(stream_);
   driver_.cuDevicePrimaryCtxRelease(device_);
 }
@@ -221,6 +224,57 @@ void CudaBackend::gemm(const GemmArgs &g) {
   checkBlas(cublasLtMatmul(blas_, p.desc, &alpha, g.weight, p.a, g.input, p.b, &beta, g.out, p.c,
                            g.out, p.c, &p.algo, blasWorkspace_, blasWorkspaceBytes_, stream_),
             "cublasLtMatmul");
+}
+
+namespace {
+
+// One block per row: each thread scans a strided slice keeping the first
+// maximum it meets, then a shared-memory tree keeps the lower index on ties.
+constexpr const char *kArgmaxSource = R"(
+extern "C" __global__ void __launch_bounds__(1024) argmax_rows(const float *logits, long long cols, int *out) {
+  __shared__ float values[1024];
+  __shared__ long long indices[1024];
+  const float *row = logits + blockIdx.x * cols;
+  float best = -__int_as_float(0x7f800000);
+  long long index = cols;  // no valid value yet
+  for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+    float v = row[c];
+    if (v == v && (index == cols || v > best)) { best = v; index = c; }
+  }
+  values[threadIdx.x] = best;
+  indices[threadIdx.x] = index;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) {
+      float v = values[threadIdx.x + stride];
+      long long i = indices[threadIdx.x + stride];
+      if (i != cols && (indices[threadIdx.x] == cols || v > values[threadIdx.x] ||
+                        (v == values[threadIdx.x] && i < indices[threadIdx.x]))) {
+        values[threadIdx.x] = v;
+        indices[threadIdx.x] = i;
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = indices[0] == cols ? 0 : int(indices[0]);
+}
+)";
+
+} // namespace
+
+void CudaBackend::argmax(const float *logits, int64_t rows, int64_t cols, int32_t *out) {
+  if (!argmax_) {
+    jit::CompiledModule compiled = jit::compileModule("argmax_rows", kArgmaxSource, {"argmax_rows"}, {}, arch_);
+    driver_.check(driver_.cuModuleLoadData(&argmaxModule_, compiled.cubin.data()), "cuModuleLoadData");
+    driver_.check(driver_.cuModuleGetFunction(&argmax_, argmaxModule_, compiled.lowered_names[0].c_str()),
+                  "cuModuleGetFunction");
+  }
+  if (rows <= 0)
+    return;
+  long long columns = cols;
+  void *params[] = {&logits, &columns, &out};
+  driver_.check(driver_.cuLaunchKernel(argmax_, unsigned(rows), 1, 1, 1024, 1, 1, 0, stream_, params, nullptr),
+                "argmax_rows");
 }
 
 void CudaBackend::synchronize() {

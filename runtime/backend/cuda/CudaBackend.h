@@ -28,6 +28,7 @@ public:
   void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
               std::span<const plan::Scalar> scalars, const BatchShape &batch) override;
   void gemm(const GemmArgs &args) override;
+  void argmax(const float *logits, int64_t rows, int64_t cols, int32_t *out) override;
   void synchronize() override;
   bool beginCapture() override;
   void *endCapture() override;
@@ -55,6 +56,8 @@ private:
   std::string arch_;
   std::vector<CUmodule> modules_;
   std::vector<CUfunction> functions_;  // one per plan kernel module
+  CUmodule argmaxModule_ = nullptr;     // the runtime's own argmax kernel, compiled on first use
+  CUfunction argmax_ = nullptr;
   cublasLtHandle_t blas_ = nullptr;
   void *blasWorkspace_ = nullptr;
   size_t blasWorkspaceBytes_ = 32u << 20;
