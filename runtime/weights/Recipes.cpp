@@ -133,6 +133,27 @@ std::vector<void *> bindWeights(const plan::RankProgram &rank, const weights::Ch
   std::vector<void *> pointers;
   try {
     for (const plan::Parameter *param : *rank.parameters()) {
+      // Sources already in the parameter's dtype and concatenated along the
+      // first axis are contiguous pieces of it: upload them straight from the
+      // mapped checkpoint. Anything else is built on the host first.
+      const bool direct =
+          param->concat_axis() == 0 &&
+          std::all_of(param->sources()->begin(), param->sources()->end(), [&](const plan::WeightSource *s) {
+            return sameDType(checkpoint.find(s->name()->string_view())->dtype, param->dtype());
+          });
+      if (direct) {
+        size_t total = 0;
+        for (const plan::WeightSource *source : *param->sources())
+          total += checkpoint.find(source->name()->string_view())->numBytes();
+        pointers.push_back(backend.allocate(total));
+        auto *target = static_cast<std::byte *>(pointers.back());
+        for (const plan::WeightSource *source : *param->sources()) {
+          std::span<const std::byte> data = checkpoint.data(*checkpoint.find(source->name()->string_view()));
+          backend.upload(target, data.data(), data.size());
+          target += data.size();
+        }
+        continue;
+      }
       std::vector<std::byte> bytes = buildParameter(*param, checkpoint);
       pointers.push_back(backend.allocate(bytes.size()));
       backend.upload(pointers.back(), bytes.data(), bytes.size());
