@@ -9,6 +9,7 @@
 #include <cublasLt.h>
 
 #include <map>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -37,6 +38,11 @@ public:
 
   const cuda::Driver &driver() const { return driver_; }
   CUstream stream() const { return stream_; }
+
+  /// The runtime's own kernels (argmax, small-batch GEMV): NVRTC source and
+  /// the name expressions of its entries (for the CI compile check).
+  static const char *runtimeKernelSource();
+  static std::vector<std::string> runtimeKernelEntries();
   CUdevice device() const { return device_; }
   /// "sm_90" for an H100/H200.
   const std::string &arch() const { return arch_; }
@@ -48,6 +54,9 @@ private:
     cublasLtMatmulAlgo_t algo{};
   };
   const GemmPlan &gemmPlan(const GemmArgs &args);
+  /// Runs a small-batch GEMM as a GEMV; false when the shape does not suit it.
+  bool gemv(const GemmArgs &args);
+  CUfunction runtimeKernel(const char *entry);
 
   const cuda::Driver &driver_;
   CUdevice device_ = 0;
@@ -56,8 +65,8 @@ private:
   std::string arch_;
   std::vector<CUmodule> modules_;
   std::vector<CUfunction> functions_;  // one per plan kernel module
-  CUmodule argmaxModule_ = nullptr;     // the runtime's own argmax kernel, compiled on first use
-  CUfunction argmax_ = nullptr;
+  CUmodule runtimeModule_ = nullptr;    // the runtime's own kernels, compiled on first use
+  std::map<std::string, CUfunction> runtimeFunctions_;
   cublasLtHandle_t blas_ = nullptr;
   void *blasWorkspace_ = nullptr;
   size_t blasWorkspaceBytes_ = 32u << 20;
