@@ -1,4 +1,4 @@
-// The CUDA backend's own kernels (argmax, small-batch GEMV) compile with
+// The CUDA backend's own kernels (argmax) compile with
 // NVRTC for sm_90 and resolve every entry; no GPU needed.
 
 #include "runtime/backend/cuda/CudaBackend.h"

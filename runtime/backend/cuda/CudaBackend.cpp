@@ -213,7 +213,7 @@ const CudaBackend::GemmPlan &CudaBackend::gemmPlan(const GemmArgs &g) {
 }
 
 void CudaBackend::gemm(const GemmArgs &g) {
-  if (g.rows == 0 || gemv(g))
+  if (g.rows == 0)
     return;
   const GemmPlan &p = gemmPlan(g);
   if (g.bias)
@@ -230,9 +230,6 @@ namespace {
 
 // The runtime's own kernels (model-agnostic): compiled once, on first use.
 constexpr const char *kRuntimeKernels = R"(
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 // argmax_rows: one block per row; each thread scans a strided slice keeping
 // the first maximum it meets, then a shared-memory tree keeps the lower index
 // on ties. NaN is never chosen.
@@ -264,73 +261,9 @@ extern "C" __global__ void __launch_bounds__(1024) argmax_rows(const float *logi
   if (threadIdx.x == 0) out[blockIdx.x] = indices[0] == cols ? 0 : int(indices[0]);
 }
 
-// gemv: out[r, j] = sum_c x[r, c] * w[j, c] (+ bias[j]) for r < m <= 8, the
-// small-batch decode GEMM. One warp per output column j reads w's row with
-// 16-byte loads; x is staged in shared memory a tile at a time, so it is read
-// from DRAM once per block. fp32 accumulation, one rounding of acc + bias.
-constexpr int kGemvWarps = 8, kGemvTile = 2048, kGemvMaxRows = 8;
-
-__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float widen(__half v) { return __half2float(v); }
-template <typename T> __device__ __forceinline__ T narrow(float v);
-template <> __device__ __forceinline__ float narrow<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <> __device__ __forceinline__ __half narrow<__half>(float v) { return __float2half_rn(v); }
-
-template <typename T, typename OutT>
-__global__ void __launch_bounds__(kGemvWarps * 32)
-    gemv(const T *x, const T *w, const T *bias, OutT *out, int m, int n, int k) {
-  __shared__ __align__(16) T tile[kGemvMaxRows * kGemvTile];
-  const int lane = threadIdx.x % 32;
-  const int column = blockIdx.x * kGemvWarps + threadIdx.x / 32;
-  const T *row = w + (long long)min(column, n - 1) * k;
-  float acc[kGemvMaxRows];
-#pragma unroll
-  for (int r = 0; r < kGemvMaxRows; ++r) acc[r] = 0.f;
-  for (int base = 0; base < k; base += kGemvTile) {
-    const int width = min(kGemvTile, k - base);
-    __syncthreads();
-    for (int i = threadIdx.x * 8; i < m * width; i += blockDim.x * 8) {
-      const int r = i / width, c = i % width;
-      *reinterpret_cast<uint4 *>(&tile[r * kGemvTile + c]) =
-          *reinterpret_cast<const uint4 *>(&x[(long long)r * k + base + c]);
-    }
-    __syncthreads();
-#pragma unroll 4
-    for (int c = lane * 8; c < width; c += 32 * 8) {
-      const uint4 wv = *reinterpret_cast<const uint4 *>(row + base + c);
-      const T *wp = reinterpret_cast<const T *>(&wv);
-#pragma unroll
-      for (int r = 0; r < kGemvMaxRows; ++r) {
-        if (r < m) {
-          const uint4 xv = *reinterpret_cast<const uint4 *>(&tile[r * kGemvTile + c]);
-          const T *xp = reinterpret_cast<const T *>(&xv);
-#pragma unroll
-          for (int e = 0; e < 8; ++e) acc[r] += widen(xp[e]) * widen(wp[e]);
-        }
-      }
-    }
-  }
-  if (column >= n) return;
-#pragma unroll
-  for (int r = 0; r < kGemvMaxRows; ++r) {
-    if (r < m) {
-      float v = acc[r];
-      for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-      if (lane == 0) out[(long long)r * n + column] = narrow<OutT>(v + (bias ? widen(bias[column]) : 0.f));
-    }
-  }
-}
 )";
 
-constexpr const char *kRuntimeEntries[] = {
-    "argmax_rows",
-    "gemv<__nv_bfloat16, __nv_bfloat16>",
-    "gemv<__nv_bfloat16, float>",
-    "gemv<__half, __half>",
-    "gemv<__half, float>",
-};
-constexpr int kGemvWarps = 8, kGemvMaxRows = 8;
+constexpr const char *kRuntimeEntries[] = {"argmax_rows"};
 
 } // namespace
 
@@ -364,27 +297,6 @@ void CudaBackend::argmax(const float *logits, int64_t rows, int64_t cols, int32_
   void *params[] = {&logits, &columns, &out};
   driver_.check(driver_.cuLaunchKernel(function, unsigned(rows), 1, 1, 1024, 1, 1, 0, stream_, params, nullptr),
                 "argmax_rows");
-}
-
-// Small-batch GEMMs (decode) run as a GEMV that streams the weights at close
-// to the memory bandwidth; cuBLASLt is tuned for larger shapes.
-bool CudaBackend::gemv(const GemmArgs &g) {
-  const bool half = g.input_dtype == plan::DType::bf16 || g.input_dtype == plan::DType::f16;
-  const bool aligned = (reinterpret_cast<uintptr_t>(g.input) | reinterpret_cast<uintptr_t>(g.weight)) % 16 == 0;
-  if (g.rows > kGemvMaxRows || !half || g.k % 8 != 0 || !aligned ||
-      (g.out_dtype != g.input_dtype && g.out_dtype != plan::DType::f32) || g.n > INT32_MAX || g.k > INT32_MAX)
-    return false;
-  const bool bf16 = g.input_dtype == plan::DType::bf16;
-  const bool f32 = g.out_dtype == plan::DType::f32;
-  CUfunction function = runtimeKernel(bf16 ? (f32 ? "gemv<__nv_bfloat16, float>" : "gemv<__nv_bfloat16, __nv_bfloat16>")
-                                           : (f32 ? "gemv<__half, float>" : "gemv<__half, __half>"));
-  int m = int(g.rows), n = int(g.n), k = int(g.k);
-  void *params[] = {const_cast<void **>(&g.input), const_cast<void **>(&g.weight),
-                    const_cast<void **>(&g.bias), const_cast<void **>(&g.out), &m, &n, &k};
-  driver_.check(driver_.cuLaunchKernel(function, unsigned((n + kGemvWarps - 1) / kGemvWarps), 1, 1,
-                                       kGemvWarps * 32, 1, 1, 0, stream_, params, nullptr),
-                "gemv");
-  return true;
 }
 
 void CudaBackend::synchronize() {

@@ -39,7 +39,7 @@ public:
   const cuda::Driver &driver() const { return driver_; }
   CUstream stream() const { return stream_; }
 
-  /// The runtime's own kernels (argmax, small-batch GEMV): NVRTC source and
+  /// The runtime's own kernels (argmax): NVRTC source and
   /// the name expressions of its entries (for the CI compile check).
   static const char *runtimeKernelSource();
   static std::vector<std::string> runtimeKernelEntries();
@@ -54,8 +54,6 @@ private:
     cublasLtMatmulAlgo_t algo{};
   };
   const GemmPlan &gemmPlan(const GemmArgs &args);
-  /// Runs a small-batch GEMM as a GEMV; false when the shape does not suit it.
-  bool gemv(const GemmArgs &args);
   CUfunction runtimeKernel(const char *entry);
 
   const cuda::Driver &driver_;
