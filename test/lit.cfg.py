@@ -15,6 +15,8 @@ config.environment["FILECHECK_OPTS"] = "--enable-var-scope"
 config.substitutions.append(("%fixtures", os.path.join(config.llmc_src_dir, "test", "fixtures")))
 config.substitutions.append(("%models", os.path.join(config.llmc_src_dir, "models")))
 config.substitutions.append(("%repo", config.llmc_src_dir))
+# Real tokenizer files, fetched by the tokenizer_fetch ctest fixture.
+config.substitutions.append(("%tokenizers", config.llmc_tokenizers))
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.llmc_bin_dir, append_path=True)
 llvm_config.with_environment("PATH", config.llmc_test_bin_dir, append_path=True)

