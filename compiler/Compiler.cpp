@@ -18,7 +18,12 @@
 
 #include <flatbuffers/idl.h>
 
+#ifdef LLMC_HAVE_NVRTC
+#include "runtime/jit/Nvrtc.h"
+#endif
+
 #include <chrono>
+#include <future>
 #include <cstring>
 #include <iomanip>
 #include <cmath>
@@ -102,6 +107,32 @@ void runPasses(mlir::ModuleOp module, DiagnosticCollector &diagnostics,
     diagnostics.fail(what);
 }
 
+// Every kernel for every requested arch, compiled in parallel with NVRTC.
+std::vector<std::vector<PrecompiledKernel>> precompileKernels(const std::vector<KernelSource> &kernels,
+                                                             const std::vector<std::string> &archs) {
+#ifdef LLMC_HAVE_NVRTC
+  std::vector<std::vector<PrecompiledKernel>> binaries(kernels.size());
+  std::vector<std::future<PrecompiledKernel>> jobs;
+  for (const KernelSource &kernel : kernels)
+    for (const std::string &arch : archs)
+      jobs.push_back(std::async(std::launch::async, [&kernel, &arch] {
+        jit::CompiledModule compiled =
+            jit::compileModule(kernel.name, kernel.source, {kernel.entry}, kernel.options, arch);
+        return PrecompiledKernel{arch, compiled.lowered_names.at(0), std::move(compiled.cubin)};
+      }));
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    try {
+      binaries[i / archs.size()].push_back(jobs[i].get());
+    } catch (const std::exception &error) {
+      throw CompileError(error.what());
+    }
+  }
+  return binaries;
+#else
+  throw CompileError("--arch needs NVRTC, and this llmc was built without the CUDA toolkit");
+#endif
+}
+
 void printModule(mlir::ModuleOp module, std::ostream &out) {
   llvm::raw_os_ostream stream(out);
   module.print(stream);
@@ -179,8 +210,12 @@ void compile(const CompileOptions &options, std::ostream &out, std::ostream &log
   if (options.emit == "exec")
     printModule(*module, out);
 
-  mlir::FailureOr<std::vector<uint8_t>> bytes =
-      emitPlan(*module, {options.max_tokens_per_forward, options.max_seqs_per_forward});
+  EmitOptions emitOptions{options.max_tokens_per_forward, options.max_seqs_per_forward, {}};
+  if (!options.archs.empty())
+    emitOptions.precompile = [&](const std::vector<KernelSource> &kernels) {
+      return precompileKernels(kernels, options.archs);
+    };
+  mlir::FailureOr<std::vector<uint8_t>> bytes = emitPlan(*module, emitOptions);
   if (mlir::failed(bytes))
     diagnostics.fail("plan emission failed");
   // What we write must be what the runtime accepts.

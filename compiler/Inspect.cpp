@@ -90,6 +90,20 @@ ordered_json summarize(const plan::PlanFile &file, const std::string &path) {
   ordered_json kernels = ordered_json::object();
   for (const auto &[name, uses] : kernelUses)
     kernels[name] = uses;
+  // Architectures every module carries a binary for (llmc compile --arch).
+  std::set<std::string> precompiled;
+  bool first = true;
+  for (const plan::KernelModule *kernel : *p.kernels()) {
+    std::set<std::string> archs;
+    if (kernel->cubins())
+      for (const plan::Cubin *cubin : *kernel->cubins())
+        archs.insert(cubin->arch()->str());
+    if (first)
+      precompiled = archs;
+    else
+      std::erase_if(precompiled, [&](const std::string &arch) { return !archs.count(arch); });
+    first = false;
+  }
 
   return ordered_json{
       {"engine", path},
@@ -115,6 +129,7 @@ ordered_json summarize(const plan::PlanFile &file, const std::string &path) {
         {"checkpoint_tensors", sourceTensors.size()},
         {"fused_weights", rank.parameters()->size()}}},
       {"kernel_modules", p.kernels()->size()},
+      {"precompiled_for", precompiled},
       {"kernel_launches", kernels},
       {"steps", rank.steps()->size()},
       {"per_layer_max", layerMax},
@@ -151,7 +166,12 @@ void printText(const ordered_json &s, std::ostream &out) {
   out << "per layer:   at most " << layer["kernel"].get<int>() << " kernel launches + "
       << layer["gemm"].get<int>() << " GEMMs + " << layer["attention"].get<int>()
       << " attention\n";
-  out << "kernels:     " << s["kernel_modules"].get<int>() << " modules;";
+  out << "kernels:     " << s["kernel_modules"].get<int>() << " modules";
+  for (const auto &arch : s["precompiled_for"])
+    out << (arch == s["precompiled_for"].front() ? " (precompiled for " : ", ") << arch.get<std::string>();
+  if (!s["precompiled_for"].empty())
+    out << ")";
+  out << ";";
   for (const auto &[name, uses] : s["kernel_launches"].items())
     out << " " << name << " x" << uses.get<int>();
   out << "\n";

@@ -75,7 +75,7 @@ int32_t layerOf(Location loc) {
 
 class Emitter {
 public:
-  Emitter(ModuleOp module, const PlanLimits &limits) : module(module), limits(limits) {
+  Emitter(ModuleOp module, const EmitOptions &options) : module(module), options(options) {
     if (auto model = module->getAttrOfType<DictionaryAttr>("llm.model"))
       if (auto dtype = model.getAs<TypeAttr>("dtype"))
         kvDtype = planDType(dtype.getValue());
@@ -87,8 +87,16 @@ public:
     if (!model || !func || !func->hasAttr("exec.workspace_bytes_per_token"))
       return module.emitError("plan emission needs a memory-planned exec @forward and llm.model");
 
-    for (auto kernel : module.getOps<exec::KernelOp>())
-      emitKernel(kernel);
+    std::vector<exec::KernelOp> kernelOps(module.getOps<exec::KernelOp>().begin(),
+                                          module.getOps<exec::KernelOp>().end());
+    std::vector<KernelSource> sources;
+    for (exec::KernelOp kernel : kernelOps)
+      sources.push_back(kernelSource(kernel));
+    std::vector<std::vector<PrecompiledKernel>> binaries(sources.size());
+    if (options.precompile)
+      binaries = options.precompile(sources);
+    for (size_t i = 0; i < kernelOps.size(); ++i)
+      emitKernel(kernelOps[i], sources[i], binaries[i]);
     if (failed(emitProgram(func)))
       return failure();
 
@@ -109,31 +117,43 @@ public:
     auto parallel = plan::CreateParallelLayout(fbb, 1, 1, 1);
     auto root = plan::CreatePlanDirect(fbb, plan::kSchemaMajor, plan::kSchemaMinor, kProducer, meta,
                                        parallel, kv, &kernels, &ranks,
-                                       limits.max_tokens_per_forward, limits.max_seqs_per_forward);
+                                       options.max_tokens_per_forward, options.max_seqs_per_forward);
     plan::FinishSizePrefixedPlanBuffer(fbb, root);
     return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   }
 
 private:
-  void emitKernel(exec::KernelOp kernel) {
+  static KernelSource kernelSource(exec::KernelOp kernel) {
     const kernels::KernelTemplate *spec = kernels::findTemplate(kernel.getKernelTemplate());
-    std::string dtype = dtypeName(kernel.getDtype());
+    std::vector<int64_t> params(kernel.getParams().begin(), kernel.getParams().end());
+    // -default-device: the geometry sections are plain constexpr functions.
+    return {kernel.getSymName().str(), kernels::moduleSource(*spec),
+            kernels::nameExpression(*spec, params, dtypeName(kernel.getDtype())),
+            {"-std=c++17", "-default-device"}};
+  }
+
+  void emitKernel(exec::KernelOp kernel, const KernelSource &source,
+                  const std::vector<PrecompiledKernel> &binaries) {
     std::vector<int64_t> params(kernel.getParams().begin(), kernel.getParams().end());
     std::vector<plan::SymExpr> grid;
     for (Attribute attr : kernel.getGrid()) {
       auto dim = cast<exec::SymExprAttr>(attr);
       grid.emplace_back(dim.getTokens(), dim.getSeqs(), dim.getConstant(), dim.getDivisor());
     }
-    std::vector<fb::Offset<fb::String>> entries = {
-        fbb.CreateString(kernels::nameExpression(*spec, params, dtype))};
-    // -default-device: the geometry sections are plain constexpr functions.
-    std::vector<fb::Offset<fb::String>> options = {fbb.CreateString("-std=c++17"),
-                                                   fbb.CreateString("-default-device")};
+    std::vector<fb::Offset<fb::String>> entries = {fbb.CreateString(source.entry)};
+    std::vector<fb::Offset<fb::String>> compileOptions;
+    for (const std::string &option : source.options)
+      compileOptions.push_back(fbb.CreateString(option));
+    std::vector<fb::Offset<plan::Cubin>> cubins;
+    for (const PrecompiledKernel &binary : binaries) {
+      std::vector<uint8_t> data(binary.cubin.begin(), binary.cubin.end());
+      cubins.push_back(plan::CreateCubinDirect(fbb, binary.arch.c_str(), binary.lowered_name.c_str(), &data));
+    }
     kernelIndex[kernel.getSymName()] = int32_t(kernels.size());
     kernels.push_back(plan::CreateKernelModuleDirect(
-        fbb, kernel.getSymName().str().c_str(), kernels::moduleSource(*spec).c_str(), &entries,
-        &options, kernel.getKernelTemplate().str().c_str(), &params, planDType(kernel.getDtype()),
-        &grid, int32_t(kernel.getBlock()), int32_t(kernel.getSharedBytes())));
+        fbb, source.name.c_str(), source.source.c_str(), &entries, &compileOptions,
+        kernel.getKernelTemplate().str().c_str(), &params, planDType(kernel.getDtype()), &grid,
+        int32_t(kernel.getBlock()), int32_t(kernel.getSharedBytes()), cubins.empty() ? nullptr : &cubins));
   }
 
   int32_t addBuffer(Value value, plan::BufferKind kind, const std::string &name, int32_t index,
@@ -249,7 +269,7 @@ private:
   }
 
   ModuleOp module;
-  PlanLimits limits;
+  const EmitOptions &options;
   plan::DType kvDtype = plan::DType::f32;
   fb::FlatBufferBuilder fbb{1 << 20};
   std::vector<fb::Offset<plan::KernelModule>> kernels;
@@ -261,8 +281,8 @@ private:
 
 } // namespace
 
-FailureOr<std::vector<uint8_t>> emitPlan(ModuleOp module, const PlanLimits &limits) {
-  return Emitter(module, limits).run();
+FailureOr<std::vector<uint8_t>> emitPlan(ModuleOp module, const EmitOptions &options) {
+  return Emitter(module, options).run();
 }
 
 } // namespace llmc

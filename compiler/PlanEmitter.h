@@ -4,18 +4,34 @@
 #include "mlir/IR/BuiltinOps.h"
 
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
 namespace llmc {
 
-struct PlanLimits {
+/// A kernel module's NVRTC input, and what ahead-of-time compilation of it
+/// for one architecture produced.
+struct KernelSource {
+  std::string name, source, entry;
+  std::vector<std::string> options;
+};
+struct PrecompiledKernel {
+  std::string arch, lowered_name;
+  std::vector<char> cubin;
+};
+
+struct EmitOptions {
   int64_t max_tokens_per_forward;
   int64_t max_seqs_per_forward;
+  /// When set, called once with every kernel module; returns each module's
+  /// binaries to store in the plan (llmc compile --arch).
+  std::function<std::vector<std::vector<PrecompiledKernel>>(const std::vector<KernelSource> &)> precompile;
 };
 
 /// Serialises a module that went through the compile pipeline (exec kernels,
 /// a memory-planned @forward, the llm.model dictionary). Fails with a
 /// diagnostic on the module when something cannot be represented.
-mlir::FailureOr<std::vector<uint8_t>> emitPlan(mlir::ModuleOp module, const PlanLimits &limits);
+mlir::FailureOr<std::vector<uint8_t>> emitPlan(mlir::ModuleOp module, const EmitOptions &options);
 
 } // namespace llmc

@@ -88,7 +88,17 @@ std::vector<ModuleBinary> compileModules(const plan::Plan &plan, const std::stri
                                          const std::string &cache_dir) {
   std::vector<ModuleSpec> specs;
   const std::string version = nvrtcVersion();
+  std::vector<ModuleBinary> binaries(plan.kernels()->size());
+  std::vector<bool> precompiled(plan.kernels()->size(), false);
   for (const plan::KernelModule *kernel : *plan.kernels()) {
+    // A binary the plan carries for this arch (llmc compile --arch) needs no JIT.
+    if (kernel->cubins())
+      for (const plan::Cubin *cubin : *kernel->cubins())
+        if (cubin->arch()->string_view() == arch) {
+          binaries[specs.size()] = {{cubin->data()->begin(), cubin->data()->end()},
+                                    cubin->lowered_name()->str(), true};
+          precompiled[specs.size()] = true;
+        }
     ModuleSpec spec{kernel->name()->str(), kernel->source()->str(),
                     kernel->entries()->Get(0)->str(), "", {}};
     if (kernel->options())
@@ -103,7 +113,6 @@ std::vector<ModuleBinary> compileModules(const plan::Plan &plan, const std::stri
     specs.push_back(std::move(spec));
   }
 
-  std::vector<ModuleBinary> binaries(specs.size());
   std::vector<std::exception_ptr> errors(specs.size());
   std::mutex next;
   size_t nextIndex = 0;
@@ -116,6 +125,8 @@ std::vector<ModuleBinary> compileModules(const plan::Plan &plan, const std::stri
           return;
         i = nextIndex++;
       }
+      if (precompiled[i])
+        continue;
       try {
         const ModuleSpec &spec = specs[i];
         char hash[17];

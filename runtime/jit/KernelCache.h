@@ -13,15 +13,16 @@ namespace llmc::jit {
 struct ModuleBinary {
   std::vector<char> cubin;
   std::string lowered_name;  // the entry's mangled name inside the cubin
-  bool from_cache = false;
+  bool from_cache = false;  // from the disk cache or precompiled in the plan
 };
 
 /// The cache directory: $LLMC_CACHE_DIR, else $XDG_CACHE_HOME/llmc, else
 /// ~/.cache/llmc (the kernels/ subfolder holds the entries).
 std::string defaultCacheDir();
 
-/// Compiles (or loads from `cache_dir`) every kernel module of `plan` for
-/// `arch` (e.g. "sm_90"), in plan order. Throws std::runtime_error naming
+/// Compiles (or loads from `cache_dir`, or takes the plan's precompiled
+/// binary for `arch`) every kernel module of `plan` for `arch` (e.g.
+/// "sm_90"), in plan order. Throws std::runtime_error naming
 /// the module with NVRTC's log when one does not compile. An unreadable or
 /// corrupt cache entry is recompiled; a cache that cannot be written is
 /// skipped with no error.

@@ -115,6 +115,10 @@ void checkSemantics(const Plan &plan, const std::string &source) {
         checkRange(source, coefficient, 0, kMaxDim, "kernel grid coefficient");
     }
     checkRange(source, kernel->block_threads(), 1, 1024, "kernel block size");
+    if (kernel->cubins())
+      for (const Cubin *cubin : *kernel->cubins())
+        if (!cubin->arch() || !cubin->lowered_name() || !cubin->data() || cubin->data()->size() == 0)
+          fail(source, "precompiled kernel lacks its arch, entry name or binary");
     checkRange(source, kernel->shared_bytes(), 0, 228 * 1024, "kernel shared memory");
   }
 

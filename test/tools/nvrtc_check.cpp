@@ -2,15 +2,57 @@
 // engine's plan for sm_90 with NVRTC (no GPU needed). A failure names the
 // module and prints NVRTC's log. Modules with identical source and entry are
 // compiled once.
+//
+// llmc-nvrtc-check --precompiled ENGINE_DIR: checks that the runtime's kernel
+// loading (jit::compileModules) takes every module of the plan from its
+// precompiled sm_90 binary, byte for byte, and compiles nothing.
 
+#include "runtime/jit/KernelCache.h"
 #include "runtime/jit/Nvrtc.h"
 #include "runtime/plan/PlanFile.h"
 
+#include <cstring>
+#include <filesystem>
 #include <iostream>
+#include <unistd.h>
 #include <set>
 #include <string>
 
+namespace {
+
+int checkPrecompiled(const char *engine) {
+  llmc::plan::PlanFile file = llmc::plan::PlanFile::load(engine);
+  const std::filesystem::path cache =
+      std::filesystem::temp_directory_path() / ("llmc-nvrtc-check-" + std::to_string(getpid()));
+  std::filesystem::remove_all(cache);
+  auto binaries = llmc::jit::compileModules(file.plan(), "sm_90", cache.string());
+  int precompiled = 0;
+  for (size_t i = 0; i < binaries.size(); ++i) {
+    const auto *cubins = file.plan().kernels()->Get(uint32_t(i))->cubins();
+    const bool same = cubins && cubins->size() > 0 &&
+                      binaries[i].cubin.size() == cubins->Get(0)->data()->size() &&
+                      std::memcmp(binaries[i].cubin.data(), cubins->Get(0)->data()->data(),
+                                  binaries[i].cubin.size()) == 0;
+    precompiled += same && binaries[i].from_cache;
+  }
+  const bool compiledNothing = !std::filesystem::exists(cache);
+  std::filesystem::remove_all(cache);
+  std::cout << precompiled << " of " << binaries.size() << " modules taken precompiled for sm_90, "
+            << (compiledNothing ? "nothing compiled" : "something was compiled") << "\n";
+  return precompiled == int(binaries.size()) && compiledNothing ? 0 : 1;
+}
+
+} // namespace
+
 int main(int argc, char **argv) {
+  if (argc == 3 && std::string(argv[1]) == "--precompiled") {
+    try {
+      return checkPrecompiled(argv[2]);
+    } catch (const std::exception &error) {
+      std::cout << "FAIL  " << error.what() << "\n";
+      return 1;
+    }
+  }
   if (argc < 2) {
     std::cerr << "usage: llmc-nvrtc-check ENGINE_DIR...\n";
     return 2;
