@@ -69,10 +69,8 @@ ordered_json summarize(const plan::PlanFile &file, const std::string &path) {
     perLayer[step->layer()][kind]++;
   }
   const plan::KvCacheSpec &kv = *p.kv_cache();
-  const int64_t kvBytesPerToken =
-      2 * kv.num_layers() * kv.num_kv_heads() * kv.head_dim() * plan::dtypeBytes(kv.dtype());
-  const int64_t workspace = rank.workspace_bytes_per_token() * p.max_tokens_per_forward() +
-                            rank.workspace_bytes_per_seq() * p.max_seqs_per_forward();
+  const int64_t kvBytesPerToken = plan::kvBytesPerToken(p);
+  const int64_t workspace = plan::workspaceBytes(rank, p.max_tokens_per_forward(), p.max_seqs_per_forward());
 
   ordered_json eos = ordered_json::array();
   if (model.eos_token_ids())

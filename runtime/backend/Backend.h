@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -54,6 +55,8 @@ public:
   virtual void argmax(const float *logits, int64_t rows, int64_t cols, int32_t *out) = 0;
   /// Waits until every launched step has finished.
   virtual void synchronize() = 0;
+  /// Free device memory in bytes, where the backend can tell (CUDA).
+  virtual std::optional<size_t> freeMemory() { return std::nullopt; }
 
   /// Graph capture (CUDA graphs): between beginCapture() and endCapture(),
   /// launches and GEMMs are recorded instead of run; replay() runs them again

@@ -23,6 +23,15 @@ static_assert(std::size(kAbiFields) == std::size(plan::kAbiInputs));
 
 } // namespace
 
+int64_t kvPagesForMemory(const plan::Plan &p, size_t free_bytes, double fraction,
+                         int64_t reserve_bytes) {
+  const plan::RankProgram &rank = *p.ranks()->Get(0);
+  const int64_t budget = int64_t(double(free_bytes) * fraction) - plan::parameterBytes(rank) -
+                         plan::workspaceBytes(rank, p.max_tokens_per_forward(), p.max_seqs_per_forward()) -
+                         reserve_bytes;
+  return std::max<int64_t>(1, budget / (plan::kvBytesPerToken(p) * p.kv_cache()->page_size()));
+}
+
 void ForwardBatch::addChunk(std::span<const int32_t> tokens, int32_t start,
                             std::span<const int32_t> pages, int32_t page_size) {
   const int32_t end = start + int32_t(tokens.size());  // KV length after this chunk

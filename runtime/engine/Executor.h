@@ -46,6 +46,11 @@ struct ForwardBatch {
   int64_t numSeqs() const { return int64_t(logits_rows.size()); }
 };
 
+/// KV pages that fit in `fraction` of `free_bytes` next to the plan's weights,
+/// its workspace at the plan's batch limits and `reserve_bytes` (at least 1).
+int64_t kvPagesForMemory(const plan::Plan &plan, size_t free_bytes, double fraction,
+                         int64_t reserve_bytes);
+
 class Executor {
 public:
   /// Binds the weights from `checkpoint` (found in checkpoint_dir).

@@ -259,6 +259,26 @@ PlanFile PlanFile::load(const std::string &path) {
   return fromBytes(bytes, file.string());
 }
 
+int64_t kvBytesPerToken(const Plan &plan) {
+  const KvCacheSpec &kv = *plan.kv_cache();
+  return 2 * kv.num_layers() * kv.num_kv_heads() * kv.head_dim() * dtypeBytes(kv.dtype());
+}
+
+int64_t parameterBytes(const RankProgram &rank) {
+  int64_t bytes = 0;
+  for (const Parameter *param : *rank.parameters()) {
+    int64_t elements = 1;
+    for (int64_t dim : *param->shape())
+      elements *= dim;
+    bytes += elements * dtypeBytes(param->dtype());
+  }
+  return bytes;
+}
+
+int64_t workspaceBytes(const RankProgram &rank, int64_t max_tokens, int64_t max_seqs) {
+  return rank.workspace_bytes_per_token() * max_tokens + rank.workspace_bytes_per_seq() * max_seqs;
+}
+
 const char *dtypeName(DType dtype) {
   switch (dtype) {
   case DType::f32: return "f32";

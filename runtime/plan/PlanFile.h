@@ -40,6 +40,13 @@ private:
   const Plan *plan_ = nullptr;
 };
 
+/// Bytes of one token's K and V over all layers.
+int64_t kvBytesPerToken(const Plan &plan);
+/// Bytes of all of a rank's parameters.
+int64_t parameterBytes(const RankProgram &rank);
+/// Workspace bytes for the given batch limits.
+int64_t workspaceBytes(const RankProgram &rank, int64_t max_tokens, int64_t max_seqs);
+
 /// Name of a dtype as the tools print it (bf16, f16, f32, i32).
 const char *dtypeName(DType dtype);
 /// Bytes of one element.

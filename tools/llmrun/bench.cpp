@@ -62,16 +62,7 @@ int64_t weightBytesReadPerStep(const plan::Plan &p) {
   return bytes;
 }
 
-int64_t parameterBytes(const plan::Plan &p) {
-  int64_t bytes = 0;
-  for (const plan::Parameter *param : *p.ranks()->Get(0)->parameters()) {
-    int64_t elements = 1;
-    for (int64_t dim : *param->shape())
-      elements *= dim;
-    bytes += elements * plan::dtypeBytes(param->dtype());
-  }
-  return bytes;
-}
+int64_t parameterBytes(const plan::Plan &p) { return plan::parameterBytes(*p.ranks()->Get(0)); }
 
 // Sequences with their pages, grown one token at a time by decode steps.
 struct Sequences {
@@ -139,18 +130,12 @@ int runBench(const BenchOptions &o) {
   const double jitWarmMs = millisecondsSince(start);
   setenv("LLMC_CACHE_DIR", cacheDir.c_str(), 1);
 
-  // KV pages from what is left after weights and workspace.
+  // KV pages from what is left after weights and workspace (and 2 GiB for
+  // the probes and cuBLASLt).
   const plan::KvCacheSpec &kv = *p.kv_cache();
-  const int64_t kvBytesPerToken =
-      2 * kv.num_layers() * kv.num_kv_heads() * kv.head_dim() * plan::dtypeBytes(kv.dtype());
-  const plan::RankProgram &rank = *p.ranks()->Get(0);
-  const int64_t workspace = rank.workspace_bytes_per_token() * p.max_tokens_per_forward() +
-                            rank.workspace_bytes_per_seq() * p.max_seqs_per_forward();
-  auto [freeBytes, totalBytes] = runtime::cuda::memoryInfo(backend);
-  const int64_t kvBudget = int64_t(double(freeBytes) * o.memory_fraction) - parameterBytes(p) -
-                           workspace - (int64_t(2) << 30);  // probes and cuBLASLt
+  const int64_t kvBytesPerToken = plan::kvBytesPerToken(p);
   runtime::ExecutorOptions options;
-  options.kv_pages = std::max<int64_t>(1, kvBudget / (kvBytesPerToken * kv.page_size()));
+  options.kv_pages = runtime::kvPagesForMemory(p, *backend.freeMemory(), o.memory_fraction, int64_t(2) << 30);
 
   start = Clock::now();
   std::unique_ptr<weights::Checkpoint> checkpoint;

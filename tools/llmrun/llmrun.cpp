@@ -76,6 +76,7 @@ struct Options {
   std::optional<int> top_k;
   std::optional<uint64_t> seed;
   int64_t tokens_per_forward = 0, kv_cache_tokens = 0;
+  double gpu_memory_fraction = 0.9;
 };
 
 // The loaded engine: plan, checkpoint, backend, executor and KV pages.
@@ -91,12 +92,18 @@ struct Engine {
         backend(runtime::createBackend(o.backend)) {
     const plan::Plan &p = plan.plan();
     const int64_t pageSize = p.kv_cache()->page_size();
-    // Default KV budget: every sequence of a full forward at max length, capped.
-    int64_t tokens = o.kv_cache_tokens > 0
-                         ? o.kv_cache_tokens
-                         : std::min<int64_t>(p.model()->max_seq_len() * 4, 65536);
+    // KV pages: --kv-cache-tokens, else --gpu-memory-fraction of the free
+    // device memory (after weights and workspace), else (CPU) enough for four
+    // sequences of the max length, at most 65536 tokens.
     runtime::ExecutorOptions options;
-    options.kv_pages = (tokens + pageSize - 1) / pageSize;
+    if (o.kv_cache_tokens > 0) {
+      options.kv_pages = (o.kv_cache_tokens + pageSize - 1) / pageSize;
+    } else if (std::optional<size_t> free = backend->freeMemory()) {
+      options.kv_pages = runtime::kvPagesForMemory(p, *free, o.gpu_memory_fraction, int64_t(1) << 30);
+    } else {
+      const int64_t tokens = std::min<int64_t>(p.model()->max_seq_len() * 4, 65536);
+      options.kv_pages = (tokens + pageSize - 1) / pageSize;
+    }
     executor = std::make_unique<runtime::Executor>(plan, *backend, checkpoint, o.weights, options);
     pages = std::make_unique<runtime::BlockManager>(int32_t(options.kv_pages));
   }
@@ -229,6 +236,10 @@ void addEngineOptions(CLI::App *command, Options &o) {
   command->add_option("--prompt-ids", o.prompts, "Comma-separated token ids (repeat for a batch)");
   command->add_option("--backend", o.backend, "cpu, cuda or auto")->capture_default_str();
   command->add_option("--kv-cache-tokens", o.kv_cache_tokens, "Tokens the KV cache holds");
+  command->add_option("--gpu-memory-fraction", o.gpu_memory_fraction,
+                      "Share of free GPU memory for weights, workspace and KV pages")
+      ->check(CLI::Range(0.05, 1.0))
+      ->capture_default_str();
 }
 
 } // namespace

@@ -299,6 +299,12 @@ void CudaBackend::argmax(const float *logits, int64_t rows, int64_t cols, int32_
                 "argmax_rows");
 }
 
+std::optional<size_t> CudaBackend::freeMemory() {
+  size_t free = 0, total = 0;
+  driver_.check(driver_.cuMemGetInfo(&free, &total), "cuMemGetInfo");
+  return free;
+}
+
 void CudaBackend::synchronize() {
   driver_.check(driver_.cuStreamSynchronize(stream_), "cuStreamSynchronize");
 }

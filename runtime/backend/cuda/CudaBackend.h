@@ -31,6 +31,7 @@ public:
   void gemm(const GemmArgs &args) override;
   void argmax(const float *logits, int64_t rows, int64_t cols, int32_t *out) override;
   void synchronize() override;
+  std::optional<size_t> freeMemory() override;
   bool beginCapture() override;
   void *endCapture() override;
   void replay(void *graph) override;

@@ -92,10 +92,4 @@ double gemmTflops(CudaBackend &backend, int64_t size) {
   return 2.0 * double(size) * double(size) * double(size) / (ms * 1e-3) / 1e12;
 }
 
-std::pair<size_t, size_t> memoryInfo(CudaBackend &backend) {
-  size_t free = 0, total = 0;
-  backend.driver().check(backend.driver().cuMemGetInfo(&free, &total), "cuMemGetInfo");
-  return {free, total};
-}
-
 } // namespace llmc::runtime::cuda

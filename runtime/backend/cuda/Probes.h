@@ -19,7 +19,4 @@ double readBandwidthGBs(CudaBackend &backend);
 /// cuBLASLt bf16 GEMM rate in TFLOP/s on a size^3 problem (random data).
 double gemmTflops(CudaBackend &backend, int64_t size);
 
-/// Free and total device memory in bytes.
-std::pair<size_t, size_t> memoryInfo(CudaBackend &backend);
-
 } // namespace llmc::runtime::cuda
