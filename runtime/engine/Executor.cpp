@@ -52,7 +52,7 @@ Executor::Executor(const plan::PlanFile &file, Backend &backend,
                    const weights::Checkpoint &checkpoint, const std::string &checkpoint_dir,
                    const ExecutorOptions &options)
     : Executor(file, backend, options) {
-  std::vector<void *> weights = bindWeights(rank_, checkpoint, checkpoint_dir, backend_);
+  std::vector<void *> weights = bindWeights(rank_, checkpoint, checkpoint_dir, backend_, options.load_progress);
   memory_.pointers.insert(memory_.pointers.end(), weights.begin(), weights.end());
   allocateBuffers(weights);
 }

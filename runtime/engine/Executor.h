@@ -8,6 +8,7 @@
 #include "runtime/weights/safetensors.h"
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <stdexcept>
@@ -30,6 +31,8 @@ struct ExecutorOptions {
   /// Replay decode forwards (one token per sequence) from graphs captured per
   /// batch size, where the backend supports graphs.
   bool graphs = true;
+  /// Called while the weights load (bytes done, total).
+  std::function<void(size_t, size_t)> load_progress;
 };
 
 /// One forward's inputs in the plan's fixed ABI (host arrays).

@@ -128,11 +128,20 @@ void throwIfInvalid(const RecipeReport &report, const std::string &checkpoint_di
 }
 
 std::vector<void *> bindWeights(const plan::RankProgram &rank, const weights::Checkpoint &checkpoint,
-                                const std::string &checkpoint_dir, Backend &backend) {
+                                const std::string &checkpoint_dir, Backend &backend,
+                                const LoadProgress &progress) {
   throwIfInvalid(checkRecipes(rank, checkpoint), checkpoint_dir);
+  const size_t total = size_t(plan::parameterBytes(rank));
+  size_t done = 0;
   std::vector<void *> pointers;
   try {
     for (const plan::Parameter *param : *rank.parameters()) {
+      if (progress)
+        progress(done, total);
+      int64_t elements = 1;
+      for (int64_t dim : *param->shape())
+        elements *= dim;
+      done += size_t(elements * plan::dtypeBytes(param->dtype()));
       // Sources already in the parameter's dtype and concatenated along the
       // first axis are contiguous pieces of it: upload them straight from the
       // mapped checkpoint. Anything else is built on the host first.
@@ -158,6 +167,8 @@ std::vector<void *> bindWeights(const plan::RankProgram &rank, const weights::Ch
       pointers.push_back(backend.allocate(bytes.size()));
       backend.upload(pointers.back(), bytes.data(), bytes.size());
     }
+    if (progress)
+      progress(total, total);
   } catch (...) {
     for (void *pointer : pointers)
       backend.release(pointer);

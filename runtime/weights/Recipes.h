@@ -8,6 +8,7 @@
 #include "runtime/plan/PlanFile.h"
 #include "runtime/weights/safetensors.h"
 
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -33,8 +34,12 @@ void throwIfInvalid(const RecipeReport &report, const std::string &checkpoint_di
 /// Checks every recipe (all problems in one WeightError), then builds and
 /// uploads each parameter. Returns one device pointer per rank.parameters()
 /// entry, allocated from `backend`.
+/// Reports bytes bound so far out of the total (a progress bar on a terminal).
+using LoadProgress = std::function<void(size_t done, size_t total)>;
+
 std::vector<void *> bindWeights(const plan::RankProgram &rank, const weights::Checkpoint &checkpoint,
-                                const std::string &checkpoint_dir, Backend &backend);
+                                const std::string &checkpoint_dir, Backend &backend,
+                                const LoadProgress &progress = {});
 
 /// Fills every parameter with seeded uniform(-0.05, 0.05) values (a random
 /// block, tiled), for benchmarks without a checkpoint: never zeros.

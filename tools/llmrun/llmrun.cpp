@@ -18,7 +18,9 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <cstring>
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -104,6 +106,11 @@ struct Engine {
       const int64_t tokens = std::min<int64_t>(p.model()->max_seq_len() * 4, 65536);
       options.kv_pages = (tokens + pageSize - 1) / pageSize;
     }
+    if (isatty(STDERR_FILENO))
+      options.load_progress = [](size_t done, size_t total) {
+        std::fprintf(stderr, "\rllmrun: loading weights %5.1f%% (%.2f of %.2f GB)%s", 100.0 * double(done) / double(total),
+                     double(done) / 1e9, double(total) / 1e9, done == total ? "\n" : "");
+      };
     executor = std::make_unique<runtime::Executor>(plan, *backend, checkpoint, o.weights, options);
     pages = std::make_unique<runtime::BlockManager>(int32_t(options.kv_pages));
   }
