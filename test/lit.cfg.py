@@ -9,7 +9,7 @@ config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
 config.suffixes = [".mlir", ".test"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.llmc_test_bin_dir, "lit")
-config.excludes = ["fixtures", "unit", "tools", "golden", "CMakeLists.txt", "lit.cfg.py"]
+config.excludes = ["fixtures", "unit", "tools", "golden", "text", "fuzz", "gpu", "CMakeLists.txt", "lit.cfg.py"]
 config.environment["FILECHECK_OPTS"] = "--enable-var-scope"
 
 config.substitutions.append(("%fixtures", os.path.join(config.llmc_src_dir, "test", "fixtures")))

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <limits>
 #include <memory>
+#include <optional>
+#include <string_view>
 #include <stdexcept>
 
 namespace llmc::runtime {
@@ -19,12 +21,34 @@ struct Sequence {
   std::vector<int32_t> pages;   // reserved for prompt + max_tokens
   int64_t computed = 0;         // tokens whose KV is in the cache
   bool done = false;
+  std::optional<text::IncrementalDecoder> decoder;  // with a tokenizer
 
   int64_t generated() const { return int64_t(tokens.size() - request->prompt.size()); }
 };
 
+// Appends the token's text; true when a stop string now occurs in the output,
+// which is then cut where the stop string begins.
+bool appendText(Sequence &seq, int32_t token) {
+  if (!seq.decoder)
+    return false;
+  std::string &text = seq.result->text;
+  const size_t before = text.size();
+  text += seq.decoder->push(token);
+  for (const std::string &stop : seq.request->stop) {
+    // Only a match that ends in the new text is new.
+    const size_t from = before >= stop.size() ? before - stop.size() + 1 : 0;
+    if (size_t at = text.find(stop, from); at != std::string::npos) {
+      text.resize(at);
+      return true;
+    }
+  }
+  return false;
+}
+
 void finish(Sequence &seq, BlockManager &pages, const char *reason) {
-  seq.result->finish_reason = reason;
+  if (seq.decoder && seq.result->finish_reason.empty() && std::string_view(reason) != "stop-string")
+    seq.result->text += seq.decoder->flush();
+  seq.result->finish_reason = std::string_view(reason) == "stop-string" ? "stop" : reason;
   seq.done = true;
   for (int32_t page : seq.pages)
     pages.release(page);
@@ -38,6 +62,12 @@ void validateRequest(const GenerationRequest &request, const Executor &executor)
     throw std::invalid_argument("the prompt is empty");
   if (request.max_tokens < 1)
     throw std::invalid_argument("max_tokens must be at least 1, got " + std::to_string(request.max_tokens));
+  for (const std::string &stop : request.stop)
+    if (stop.empty())
+      throw std::invalid_argument("stop strings must not be empty");
+  for (int32_t id : request.stop_token_ids)
+    if (id < 0 || id >= executor.vocabSize())
+      throw std::invalid_argument("stop token id " + std::to_string(id) + " is outside the vocabulary");
   if (request.min_tokens < 0 || request.min_tokens > request.max_tokens)
     throw std::invalid_argument("min_tokens must be in [0, max_tokens], got " +
                                 std::to_string(request.min_tokens));
@@ -62,8 +92,11 @@ void validateRequest(const GenerationRequest &request, const Executor &executor)
 std::vector<GenerationResult> generate(Executor &executor, BlockManager &pages,
                                        const std::vector<GenerationRequest> &requests,
                                        const GeneratorOptions &options) {
-  for (const GenerationRequest &request : requests)
+  for (const GenerationRequest &request : requests) {
     validateRequest(request, executor);
+    if (!request.stop.empty() && !options.tokenizer)
+      throw std::invalid_argument("stop strings need the engine's tokenizer.json");
+  }
   for (int32_t eos : options.eos_token_ids)
     if (eos < 0 || eos >= executor.vocabSize())
       throw std::invalid_argument("end-of-sequence token " + std::to_string(eos) +
@@ -79,7 +112,10 @@ std::vector<GenerationResult> generate(Executor &executor, BlockManager &pages,
   for (size_t i = 0; i < requests.size(); ++i)
     sequences.push_back({&requests[i], &results[i],
                          std::make_unique<sample::Sampler>(requests[i].sampling, options.seed + i),
-                         requests[i].prompt, {}, 0, false});
+                         requests[i].prompt, {}, 0, false, std::nullopt});
+  if (options.tokenizer)
+    for (Sequence &seq : sequences)
+      seq.decoder.emplace(*options.tokenizer);
 
   // Pages of unfinished sequences go back whatever ends the loop (an error
   // in a forward or a sampler included).
@@ -160,10 +196,14 @@ std::vector<GenerationResult> generate(Executor &executor, BlockManager &pages,
       seq->tokens.push_back(result.token);
       seq->result->tokens.push_back(result.token);
       seq->result->samples.push_back(std::move(result));
-      const bool eos = std::count(options.eos_token_ids.begin(), options.eos_token_ids.end(),
-                                  seq->tokens.back()) > 0;
-      if (eos && !seq->request->ignore_eos)
-        finish(*seq, pages, "stop");
+      const int32_t token = seq->tokens.back();
+      const bool eos = std::count(options.eos_token_ids.begin(), options.eos_token_ids.end(), token) > 0;
+      const bool stopToken =
+          std::count(seq->request->stop_token_ids.begin(), seq->request->stop_token_ids.end(), token) > 0;
+      if ((eos && !seq->request->ignore_eos) || stopToken)
+        finish(*seq, pages, "stop");  // the stop token's own text is not output
+      else if (appendText(*seq, token))
+        finish(*seq, pages, "stop-string");
       else if (seq->generated() >= seq->request->max_tokens)
         finish(*seq, pages, "length");
     }

@@ -70,7 +70,8 @@ std::optional<text::Tokenizer> loadTokenizer(const std::string &dir) {
 
 struct Options {
   std::string engine, weights, backend = "auto", out;
-  std::vector<std::string> prompts, texts;
+  std::vector<std::string> prompts, texts, stop;
+  std::vector<int32_t> stop_token_ids;
   bool add_bos = false;
   int max_tokens = 16, min_tokens = 0, logprobs = 0;
   bool ignore_eos = false, json = false;
@@ -148,7 +149,8 @@ int runGenerate(const Options &o) {
   }
   std::vector<runtime::GenerationRequest> requests;
   for (auto &prompt : prompts)
-    requests.push_back({std::move(prompt), sampling, o.max_tokens, o.min_tokens, o.ignore_eos});
+    requests.push_back({std::move(prompt), sampling, o.max_tokens, o.min_tokens, o.ignore_eos,
+                        o.stop_token_ids, o.stop});
 
   runtime::GeneratorOptions options;
   options.tokens_per_forward = o.tokens_per_forward;
@@ -162,13 +164,14 @@ int runGenerate(const Options &o) {
           std::count(options.eos_token_ids.begin(), options.eos_token_ids.end(), id.get<int32_t>()) == 0)
         options.eos_token_ids.push_back(id.get<int32_t>());
   options.seed = o.seed.value_or(uint64_t(std::random_device{}()));
+  options.tokenizer = tokenizer ? &*tokenizer : nullptr;
 
   auto results = runtime::generate(*engine.executor, *engine.pages, requests, options);
   for (const runtime::GenerationResult &result : results) {
     if (o.json) {
       nlohmann::json line = {{"tokens", result.tokens}, {"finish_reason", result.finish_reason}};
       if (tokenizer)
-        line["text"] = text::toValidUtf8(tokenizer->decode(result.tokens));
+        line["text"] = result.text;
       if (o.logprobs > 0) {
         nlohmann::json logprobs = nlohmann::json::array();
         for (const sample::SampleResult &s : result.samples) {
@@ -185,7 +188,7 @@ int runGenerate(const Options &o) {
         std::cout << (i ? "," : "") << result.tokens[i];
       std::cout << "\n";
       if (tokenizer)
-        std::cout << text::toValidUtf8(tokenizer->decode(result.tokens)) << "\n";
+        std::cout << result.text << "\n";
     }
   }
   return 0;
@@ -272,6 +275,8 @@ int main(int argc, char **argv) {
   generate->add_flag("--json", o.json, "One JSON object per prompt");
   generate->add_option("--prompt", o.texts, "Prompt text, encoded with the engine's tokenizer (repeatable)");
   generate->add_flag("--add-bos", o.add_bos, "Put the model's beginning-of-sequence token first");
+  generate->add_option("--stop", o.stop, "Stop string (repeatable; not part of the output text)");
+  generate->add_option("--stop-token-ids", o.stop_token_ids, "Token ids that end a sequence")->delimiter(',');
 
   auto *logits = app.add_subcommand("logits", "Write teacher-forced logits of the prompts");
   addEngineOptions(logits, o);
