@@ -200,6 +200,61 @@ TEST_P(Golden, RaggedAndChunkedLogitsEqualSingleRuns) {
   }
 }
 
+// A whole prompt as one multi-token prefill (all prompts in one ragged
+// batch), and the same prompts in chunks over several forwards: the logits of
+// each prompt's last position match transformers (prefill attention over
+// several query rows, not only one-token rows as in the test above).
+TEST_P(Golden, PrefillLogitsMatchTransformers) {
+  const double tolerance = bf16 ? 2e-2 : 1e-4;
+  const size_t vocab = size_t(executor->vocabSize());
+  auto lastRow = [&](size_t i) {
+    const auto &all = expected->floats.at("logits." + std::to_string(i));
+    return std::vector<float>(all.end() - long(vocab), all.end());
+  };
+  std::vector<std::vector<int32_t>> tables;
+  for (const auto &prompt : prompts) {
+    tables.emplace_back();
+    for (size_t p = 0; p < (prompt.size() + 15) / 16; ++p)
+      tables.back().push_back(*pages->allocate());
+  }
+  const int32_t pageSize = executor->pageSize();
+  std::vector<float> logits;
+  runtime::ForwardBatch together;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    together.addChunk(prompts[i], 0, tables[i], pageSize);
+  executor->forward(together, logits);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::vector<float> row(logits.begin() + long(i * vocab), logits.begin() + long((i + 1) * vocab));
+    EXPECT_LE(relativeL2(row, lastRow(i)), tolerance) << "ragged prefill, prompt " << i;
+  }
+  // Chunks of 7 tokens per sequence per forward, all sequences together.
+  std::vector<size_t> done(prompts.size(), 0);
+  std::vector<std::vector<float>> last(prompts.size());
+  for (bool more = true; more;) {
+    runtime::ForwardBatch chunk;
+    std::vector<size_t> members;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      if (done[i] == prompts[i].size())
+        continue;
+      const size_t n = std::min<size_t>(7, prompts[i].size() - done[i]);
+      chunk.addChunk({prompts[i].data() + done[i], n}, int32_t(done[i]), tables[i], pageSize);
+      done[i] += n;
+      members.push_back(i);
+    }
+    more = !members.empty();
+    if (!more)
+      break;
+    executor->forward(chunk, logits);
+    for (size_t s = 0; s < members.size(); ++s)
+      last[members[s]].assign(logits.begin() + long(s * vocab), logits.begin() + long((s + 1) * vocab));
+  }
+  for (size_t i = 0; i < prompts.size(); ++i)
+    EXPECT_LE(relativeL2(last[i], lastRow(i)), tolerance) << "chunked prefill, prompt " << i;
+  for (const auto &table : tables)
+    for (int32_t page : table)
+      pages->release(page);
+}
+
 TEST_P(Golden, GreedyContinuationsMatchTransformers) {
   auto together = greedy(0, true);
   auto alone = greedy(0, false);
