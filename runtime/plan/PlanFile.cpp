@@ -1,5 +1,7 @@
 #include "runtime/plan/PlanFile.h"
 
+#include "runtime/plan/KernelAbi.h"
+
 #include <filesystem>
 #include <fstream>
 #include <new>
@@ -81,6 +83,37 @@ void checkParameter(const std::string &source, const Parameter &param) {
     fail(source, what + ": its sources do not add up to its shape along the concat axis");
 }
 
+// A launch passes as many buffers and scalars as its template takes, each
+// buffer as wide as the template parameters say, in the kernel's dtype, and
+// the KV geometry the kernel was specialised for.
+void checkLaunch(const std::string &source, const Plan &plan, const RankProgram &rank, const Launch &launch) {
+  const KernelModule &kernel = *plan.kernels()->Get(uint32_t(launch.kernel()));
+  const KernelAbi &abi = *findKernelAbi(kernel.kernel_template()->string_view());
+  const size_t scalars = launch.scalars() ? launch.scalars()->size() : 0;
+  if (launch.buffers()->size() != abi.buffers || scalars != abi.scalars)
+    fail(source, "launch of " + kernel.name()->str() + " passes the wrong number of arguments");
+  std::vector<int64_t> params(kernel.params()->begin(), kernel.params()->end());
+  const std::vector<int64_t> widths = abi.widths(params);
+  for (size_t i = 0; i < widths.size(); ++i) {
+    const Buffer &buffer = *rank.buffers()->Get(uint32_t(launch.buffers()->Get(uint32_t(i))));
+    const bool kvPages = buffer.kind() == BufferKind::kv_keys || buffer.kind() == BufferKind::kv_values;
+    if (widths[i] == 0 ? !kvPages : (kvPages || buffer.cols() != widths[i]))
+      fail(source, "launch of " + kernel.name()->str() + ": argument " + std::to_string(i) +
+                       " does not have the width its template parameters require");
+    const bool indices = widths[i] == 1 && buffer.dtype() == DType::i32;
+    if (!kvPages && !indices && buffer.dtype() != kernel.dtype() && buffer.kind() != BufferKind::constant)
+      fail(source, "launch of " + kernel.name()->str() + ": argument " + std::to_string(i) +
+                       " is not of the kernel's dtype");
+  }
+  const std::string_view name = abi.name;
+  if (name == "rope_kv_write" || name == "paged_attention") {
+    const KvCacheSpec &kv = *plan.kv_cache();
+    if (params[1] != kv.num_kv_heads() || params[2] != kv.head_dim() ||
+        params.back() != kv.page_size() || kernel.dtype() != kv.dtype())
+      fail(source, "kernel " + kernel.name()->str() + " does not match the KV-cache layout");
+  }
+}
+
 // Structural checks FlatBuffers' verifier cannot know: presence of every
 // field the runtime reads, enum ranges, sizes, and that every cross-reference
 // points inside its table with matching shapes.
@@ -115,6 +148,12 @@ void checkSemantics(const Plan &plan, const std::string &source) {
         checkRange(source, coefficient, 0, kMaxDim, "kernel grid coefficient");
     }
     checkRange(source, kernel->block_threads(), 1, 1024, "kernel block size");
+    const KernelAbi *abi = findKernelAbi(kernel->kernel_template()->string_view());
+    if (!abi || kernel->params()->size() != abi->params)
+      fail(source, "kernel " + kernel->name()->str() + " is of an unknown template or has the wrong " +
+                       "number of template parameters");
+    for (int64_t param : *kernel->params())
+      checkRange(source, param, 1, kMaxDim, "kernel template parameter");
     if (kernel->cubins())
       for (const Cubin *cubin : *kernel->cubins())
         if (!cubin->arch() || !cubin->lowered_name() || !cubin->data() || cubin->data()->size() == 0)
@@ -178,6 +217,7 @@ void checkSemantics(const Plan &plan, const std::string &source) {
           for (const Scalar *scalar : *launch->scalars())
             if (!validEnum(scalar->kind()))
               fail(source, "kernel launch with a scalar of unknown kind");
+        checkLaunch(source, plan, *rank, *launch);
       } else if (const Gemm *gemm = step->op_as_Gemm()) {
         for (int32_t buffer : {gemm->input(), gemm->weight(), gemm->out()})
           checkIndex(source, buffer, numBuffers, "buffer");

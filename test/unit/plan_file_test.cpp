@@ -19,6 +19,7 @@ struct PlanShape {
   int launch_kernel = 0;   // index the single launch uses
   int launch_buffer = 0;   // buffer index the launch passes
   int param_index = 0;     // parameter index of the weight buffer
+  int64_t hidden = 16;     // the rms_norm kernel's HIDDEN template parameter
 };
 
 // A one-kernel, one-launch, one-GEMM plan, like a tiny compiled model.
@@ -31,7 +32,7 @@ std::vector<uint8_t> buildPlan(const PlanShape &shape = {}) {
   std::vector<flatbuffers::Offset<flatbuffers::String>> entries = {
       fbb.CreateString("llmc_kernels::rms_norm<16, float>")};
   std::vector<SymExpr> grid = {SymExpr(1, 0, 0, 1), SymExpr(0, 0, 1, 1), SymExpr(0, 0, 1, 1)};
-  std::vector<int64_t> params = {16};
+  std::vector<int64_t> params = {shape.hidden};
   std::vector<flatbuffers::Offset<KernelModule>> kernels = {CreateKernelModuleDirect(
       fbb, "rms_norm_16_f32", "// source", &entries, nullptr, "rms_norm", &params, DType::f32, &grid,
       32, 0)};
@@ -126,6 +127,14 @@ TEST(PlanFile, OutOfRangeIndicesAreRejected) {
   PlanShape badParam;
   badParam.param_index = 7;
   EXPECT_NE(errorOf(buildPlan(badParam)).find("parameter 7 is out of range"), std::string::npos);
+}
+
+TEST(PlanFile, LaunchArgumentsMustFitTheKernel) {
+  PlanShape wider;
+  wider.hidden = 32;  // rms_norm<32> over 16-wide buffers would read past them
+  EXPECT_NE(errorOf(buildPlan(wider)).find("does not have the width its template parameters require"),
+            std::string::npos)
+      << errorOf(buildPlan(wider));
 }
 
 TEST(PlanFile, LoadNamesMissingEngine) {

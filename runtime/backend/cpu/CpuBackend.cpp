@@ -59,49 +59,15 @@ void CpuBackend::download(void *host, const void *device, size_t bytes) {
   std::memcpy(host, device, bytes);
 }
 
-namespace {
-
-// Each template the CPU backend runs, with its number of integer parameters
-// and of buffer and scalar arguments (what launch() indexes).
-struct TemplateArity {
-  std::string_view name;
-  size_t params, buffers, scalars;
-};
-constexpr TemplateArity kTemplates[] = {
-    {"embedding", 1, 3, 1},       {"rms_norm", 1, 3, 2},        {"add_rms_norm", 1, 5, 2},
-    {"rope_kv_write", 5, 9, 2},   {"paged_attention", 4, 9, 4}, {"silu_mul", 1, 2, 1},
-    {"gather_rows", 1, 3, 1},
-};
-
-const TemplateArity &arityOf(const plan::KernelModule &kernel) {
-  std::string_view name = kernel.kernel_template()->string_view();
-  for (const TemplateArity &arity : kTemplates)
-    if (arity.name == name)
-      return arity;
-  throw std::runtime_error("the CPU backend has no implementation of kernel template '" +
-                           std::string(name) + "'");
-}
-
-} // namespace
-
-void CpuBackend::loadKernels(const plan::Plan &plan) {
-  for (const plan::KernelModule *kernel : *plan.kernels())
-    if (kernel->params()->size() != arityOf(*kernel).params)
-      throw std::runtime_error("kernel " + kernel->name()->str() + " has " +
-                               std::to_string(kernel->params()->size()) + " template parameters, " +
-                               "the CPU backend expects " + std::to_string(arityOf(*kernel).params));
-}
+// The plan verifier has checked every kernel and launch against
+// plan::KernelAbi, which lists exactly the templates launch() runs.
+void CpuBackend::loadKernels(const plan::Plan &) {}
 
 void CpuBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<void *const> b,
                         std::span<const plan::Scalar> scalars, const BatchShape &batch) {
   const plan::KernelModule &kernel = *plan.kernels()->Get(kernelIndex);
   std::string_view name = kernel.kernel_template()->string_view();
-  const TemplateArity &arity = arityOf(kernel);
-  if (b.size() != arity.buffers || scalars.size() != arity.scalars)
-    throw std::runtime_error("kernel " + kernel.name()->str() + " is launched with " +
-                             std::to_string(b.size()) + " buffers and " + std::to_string(scalars.size()) +
-                             " scalars, it takes " + std::to_string(arity.buffers) + " and " +
-                             std::to_string(arity.scalars));
+
   const auto *p = kernel.params();
   const cpu::ElementType t = elementType(kernel.dtype());
   const Scalars s{scalars, batch};
