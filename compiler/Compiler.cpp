@@ -7,6 +7,7 @@
 #include "models/DecoderBuilder.h"
 #include "passes/Passes.h"
 #include "runtime/plan/PlanFile.h"
+#include "runtime/support/Hash.h"
 #include "runtime/weights/Recipes.h"
 #include "runtime/weights/safetensors.h"
 
@@ -88,9 +89,7 @@ bool hasCheckpoint(const fs::path &dir) {
 
 // Checks the checkpoint's safetensors headers against the plan's weight
 // recipes: the same check the runtime makes when it binds the weights.
-void checkCheckpoint(const std::vector<uint8_t> &planBytes, const std::string &model_dir,
-                     std::ostream &log) {
-  plan::PlanFile file = plan::PlanFile::fromBytes(planBytes, "emitted plan");
+void checkCheckpoint(const plan::PlanFile &file, const std::string &model_dir, std::ostream &log) {
   weights::Checkpoint checkpoint = weights::Checkpoint::open(model_dir);
   runtime::RecipeReport report = runtime::checkRecipes(*file.plan().ranks()->Get(0), checkpoint);
   for (const std::string &name : report.unused)
@@ -219,11 +218,11 @@ void compile(const CompileOptions &options, std::ostream &out, std::ostream &log
   if (mlir::failed(bytes))
     diagnostics.fail("plan emission failed");
   // What we write must be what the runtime accepts.
-  plan::PlanFile::fromBytes(*bytes, "emitted plan");
+  plan::PlanFile emitted = plan::PlanFile::fromBytes(*bytes, "emitted plan");
   progress.step("emitted the plan (" + std::to_string(bytes->size()) + " bytes)");
   if (check) {
     try {
-      checkCheckpoint(*bytes, options.model_dir, log);
+      checkCheckpoint(emitted, options.model_dir, log);
     } catch (const std::runtime_error &error) {  // SafetensorsError or WeightError
       throw CompileError(error.what());
     }
@@ -275,10 +274,7 @@ void writeRandomWeights(const std::string &model_dir, uint64_t seed, std::ostrea
       count *= dim;
     total += count;
     // Each tensor has its own stream, so values do not depend on tensor order.
-    uint64_t nameHash = 1469598103934665603ull;  // FNV-1a: stable across platforms
-    for (unsigned char c : name)
-      nameHash = (nameHash ^ c) * 1099511628211ull;
-    std::mt19937_64 engine(seed ^ nameHash);
+    std::mt19937_64 engine(seed ^ fnv1a(name));
     std::normal_distribution<float> normal(0.0f, 0.02f);
     const bool isNorm = name.find("norm") != std::string::npos;
     const bool isBias = name.ends_with(".bias");

@@ -1,6 +1,7 @@
 #include "runtime/jit/KernelCache.h"
 
 #include "runtime/jit/Nvrtc.h"
+#include "runtime/support/Hash.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -16,15 +17,6 @@ namespace llmc::jit {
 namespace {
 
 namespace fs = std::filesystem;
-
-// FNV-1a over the bytes; 64 bits are plenty for a cache keyed by content
-// (the entry also stores its key text and is verified on load).
-uint64_t fnv1a(const std::string &text) {
-  uint64_t hash = 1469598103934665603ull;
-  for (unsigned char c : text)
-    hash = (hash ^ c) * 1099511628211ull;
-  return hash;
-}
 
 struct ModuleSpec {
   std::string name, source, entry, key;
@@ -130,6 +122,7 @@ std::vector<ModuleBinary> compileModules(const plan::Plan &plan, const std::stri
       try {
         const ModuleSpec &spec = specs[i];
         char hash[17];
+        // 64 bits name the entry; the entry stores its full key, verified on load.
         std::snprintf(hash, sizeof(hash), "%016llx", (unsigned long long)fnv1a(spec.key));
         fs::path entry = fs::path(cache_dir) / "kernels" / (std::string(hash) + ".cubin");
         if (readEntry(entry, spec.key, binaries[i]))
