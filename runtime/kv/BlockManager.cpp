@@ -1,5 +1,6 @@
 #include "runtime/kv/BlockManager.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -8,38 +9,95 @@ namespace llmc::runtime {
 BlockManager::BlockManager(int32_t num_pages) {
   if (num_pages <= 0)
     throw std::invalid_argument("the KV cache needs at least one page");
-  refCounts.assign(size_t(num_pages), 0);
+  pages_.resize(size_t(num_pages));
   for (int32_t page = num_pages - 1; page >= 0; --page)
-    freePages.push_back(page);
+    freePages_.push_back(page);
 }
 
 std::optional<int32_t> BlockManager::allocate() {
-  if (freePages.empty())
+  int32_t page;
+  if (!freePages_.empty()) {
+    page = freePages_.back();
+    freePages_.pop_back();
+  } else if (!evictable_.empty()) {
+    page = evictable_.front();
+    evictable_.pop_front();
+    Page &evicted = pages_[size_t(page)];
+    byKey_.erase(*evicted.key);
+    evicted.key.reset();
+    evicted.tokens.clear();
+  } else {
     return std::nullopt;
-  int32_t page = freePages.back();
-  freePages.pop_back();
-  refCounts[size_t(page)] = 1;
+  }
+  pages_[size_t(page)].refs = 1;
   return page;
 }
 
 void BlockManager::check(int32_t page) const {
-  if (page < 0 || size_t(page) >= refCounts.size() || refCounts[size_t(page)] == 0)
+  if (page < 0 || size_t(page) >= pages_.size() || pages_[size_t(page)].refs == 0)
     throw std::logic_error("KV page " + std::to_string(page) + " is not allocated");
 }
 
 void BlockManager::retain(int32_t page) {
   check(page);
-  ++refCounts[size_t(page)];
+  ++pages_[size_t(page)].refs;
 }
 
 void BlockManager::release(int32_t page) {
   check(page);
-  if (--refCounts[size_t(page)] == 0)
-    freePages.push_back(page);
+  Page &entry = pages_[size_t(page)];
+  if (--entry.refs > 0)
+    return;
+  if (entry.key)
+    entry.lru = evictable_.insert(evictable_.end(), page);
+  else
+    freePages_.push_back(page);
 }
 
 int32_t BlockManager::refCount(int32_t page) const {
-  return page >= 0 && size_t(page) < refCounts.size() ? refCounts[size_t(page)] : 0;
+  return page >= 0 && size_t(page) < pages_.size() ? pages_[size_t(page)].refs : 0;
+}
+
+uint64_t BlockManager::pageKey(uint64_t parent, std::span<const int32_t> tokens) {
+  // FNV-1a over the parent key and the token ids, then a final mix so that
+  // keys differing in few bits spread over the hash table.
+  uint64_t hash = 1469598103934665603ull;
+  auto mix = [&](uint64_t value) {
+    for (int byte = 0; byte < 8; ++byte)
+      hash = (hash ^ ((value >> (8 * byte)) & 0xff)) * 1099511628211ull;
+  };
+  mix(parent);
+  for (int32_t token : tokens)
+    mix(uint32_t(token));
+  hash ^= hash >> 31;
+  return hash == kRootKey ? 1 : hash;
+}
+
+std::optional<int32_t> BlockManager::lookup(uint64_t parent, std::span<const int32_t> tokens) {
+  auto found = byKey_.find(pageKey(parent, tokens));
+  if (found == byKey_.end())
+    return std::nullopt;
+  const int32_t page = found->second;
+  Page &entry = pages_[size_t(page)];
+  if (entry.parent != parent || !std::equal(tokens.begin(), tokens.end(), entry.tokens.begin(),
+                                            entry.tokens.end()))
+    return std::nullopt;
+  if (entry.refs++ == 0)
+    evictable_.erase(entry.lru);
+  return page;
+}
+
+void BlockManager::publish(int32_t page, uint64_t parent, std::span<const int32_t> tokens) {
+  check(page);
+  Page &entry = pages_[size_t(page)];
+  if (entry.key)
+    return;  // already published
+  const uint64_t key = pageKey(parent, tokens);
+  if (!byKey_.emplace(key, page).second)
+    return;
+  entry.key = key;
+  entry.parent = parent;
+  entry.tokens.assign(tokens.begin(), tokens.end());
 }
 
 } // namespace llmc::runtime

@@ -83,26 +83,65 @@ void validate(const SamplingParams& p, int vocab_size) {
   if (!(p.top_p > 0 && p.top_p <= 1)) invalid("top_p", "in (0, 1]", p.top_p);
   if (!(p.min_p >= 0 && p.min_p <= 1)) invalid("min_p", "in [0, 1]", p.min_p);
   if (p.logprobs < 0 || p.logprobs > 20) invalid("logprobs", "in [0, 20]", p.logprobs);
+  if (!(p.presence_penalty >= -2 && p.presence_penalty <= 2))
+    invalid("presence_penalty", "in [-2, 2]", p.presence_penalty);
+  if (!(p.frequency_penalty >= -2 && p.frequency_penalty <= 2))
+    invalid("frequency_penalty", "in [-2, 2]", p.frequency_penalty);
+  if (!(p.repetition_penalty > 0 && p.repetition_penalty <= 2))
+    invalid("repetition_penalty", "in (0, 2]", p.repetition_penalty);
   for (int32_t token : p.banned_tokens)
     if (token < 0 || token >= vocab_size)
       invalid("banned_tokens", "token ids in the vocabulary [0, " + std::to_string(vocab_size) + ")",
               token);
 }
 
-Sampler::Sampler(const SamplingParams& params, uint64_t default_seed)
+Sampler::Sampler(const SamplingParams& params, uint64_t default_seed, std::span<const int32_t> prompt)
     : params_(params), rng_(params.seed.value_or(default_seed)) {
   validate(params_, std::numeric_limits<int>::max());
+  if (params_.repetition_penalty != 1) {
+    promptTokens_.assign(prompt.begin(), prompt.end());
+    std::sort(promptTokens_.begin(), promptTokens_.end());
+    promptTokens_.erase(std::unique(promptTokens_.begin(), promptTokens_.end()), promptTokens_.end());
+  }
+}
+
+void Sampler::applyPenalties(std::vector<float>& x) const {
+  const float r = params_.repetition_penalty;
+  auto repeat = [&](int32_t token) {
+    if (token < 0 || size_t(token) >= x.size()) return;
+    float& v = x[size_t(token)];
+    v = v > 0 ? v / r : v * r;
+  };
+  if (r != 1) {
+    // Each token once, whether it is in the prompt, the output or both.
+    for (int32_t token : promptTokens_) repeat(token);
+    for (auto [token, count] : outputCounts_)
+      if (!std::binary_search(promptTokens_.begin(), promptTokens_.end(), token)) repeat(token);
+  }
+  for (auto [token, count] : outputCounts_)
+    if (token >= 0 && size_t(token) < x.size())
+      x[size_t(token)] -= params_.frequency_penalty * float(count) + params_.presence_penalty;
+}
+
+void Sampler::record(int32_t token) {
+  if (!params_.hasPenalties()) return;
+  auto at = std::lower_bound(outputCounts_.begin(), outputCounts_.end(), std::pair{token, 0});
+  if (at != outputCounts_.end() && at->first == token)
+    ++at->second;
+  else
+    outputCounts_.insert(at, {token, 1});
 }
 
 SampleResult Sampler::sample(std::span<const float> logits) {
   const auto V = static_cast<int32_t>(logits.size());
   validate(params_, V);
 
-  // 1. Masking.
-  x_.resize(V);
+  // 0. Penalties, 1. Masking.
+  x_.assign(logits.begin(), logits.end());
+  applyPenalties(x_);
   float m = -kInf;
   for (int32_t i = 0; i < V; ++i) {
-    x_[i] = std::isnan(logits[i]) ? -kInf : logits[i];
+    if (std::isnan(x_[i])) x_[i] = -kInf;
     m = std::max(m, x_[i]);
   }
   for (int32_t token : params_.banned_tokens) x_[token] = -kInf;
@@ -169,6 +208,7 @@ SampleResult Sampler::sample(std::span<const float> logits) {
     result.token = selectInOrder(rank_, keptWeight, u * total(), /*inclusive=*/false);
   }
   result.logprob = logprob(result.token);
+  record(result.token);
   return result;
 }
 

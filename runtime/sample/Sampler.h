@@ -3,6 +3,12 @@
 // sample() applies these steps, in this order (Hugging Face's order of
 // warpers; the device backend must implement the same definition):
 //
+//  0. Penalties (vLLM's definitions), over this Sampler's history:
+//     repetition_penalty r divides positive logits and multiplies negative
+//     ones of every token seen in the prompt or the output; then
+//     frequency_penalty f and presence_penalty p subtract f * count and p
+//     (once) from each token the output holds. The logprobs of step 2 are
+//     those of the penalised logits.
 //  1. Masking. Banned tokens and NaN logits become -inf. A +inf logit is taken
 //     as the limit of softmax: the +inf tokens share all the probability
 //     equally, every other token gets none. If every logit is -inf (or the row
@@ -56,11 +62,19 @@ struct SamplingParams {
   std::optional<uint64_t> seed;        // unset: the Sampler's default_seed
   int logprobs = 0;                    // top-N logprobs besides the chosen token's (0..20)
   std::vector<int32_t> banned_tokens;  // masked to -inf before anything (min_tokens: EOS)
+  float presence_penalty = 0.0f;       // [-2, 2]; 0 = off
+  float frequency_penalty = 0.0f;      // [-2, 2]; 0 = off
+  float repetition_penalty = 1.0f;     // (0, 2]; 1 = off
+
+  bool hasPenalties() const {
+    return presence_penalty != 0 || frequency_penalty != 0 || repetition_penalty != 1;
+  }
 };
 
 /// Throws std::invalid_argument, naming the parameter, for: temperature < 0 or
 /// NaN, top_p outside (0, 1], min_p outside [0, 1], top_k < -1, logprobs
-/// outside [0, 20], a banned token outside [0, vocab_size).
+/// outside [0, 20], a banned token outside [0, vocab_size), presence or
+/// frequency penalty outside [-2, 2], repetition penalty outside (0, 2].
 void validate(const SamplingParams& params, int vocab_size);
 
 struct TokenLogprob {
@@ -79,19 +93,26 @@ class Sampler {
  public:
   /// Validates params (all but the vocabulary bound of banned tokens, which
   /// sample() checks). The RNG is seeded with params.seed, or default_seed
-  /// when that is unset.
-  explicit Sampler(const SamplingParams& params, uint64_t default_seed);
+  /// when that is unset. `prompt` feeds the repetition penalty.
+  explicit Sampler(const SamplingParams& params, uint64_t default_seed,
+                   std::span<const int32_t> prompt = {});
 
   /// Samples one token from one row of logits (see the steps above). Throws
   /// std::invalid_argument for a banned token outside [0, logits.size()),
-  /// std::runtime_error when no token can be sampled.
+  /// std::runtime_error when no token can be sampled. The token joins the
+  /// output history of the penalties.
   SampleResult sample(std::span<const float> logits);
 
   const SamplingParams& params() const { return params_; }
 
  private:
+  void applyPenalties(std::vector<float>& x) const;
+  void record(int32_t token);
+
   SamplingParams params_;
   std::mt19937_64 rng_;
+  std::vector<int32_t> promptTokens_;  // sorted, unique (repetition penalty)
+  std::vector<std::pair<int32_t, int32_t>> outputCounts_;  // token -> count, sorted by token
   std::vector<float> x_;      // masked logits
   std::vector<uint32_t> rank_;  // the logits' order, as integers (smaller = more probable)
   std::vector<double> w_;     // weights exp((x - max) / T)

@@ -6,7 +6,7 @@
 // directory per case, compiled by llmc.
 
 #include "runtime/backend/Backend.h"
-#include "runtime/engine/Generator.h"
+#include "runtime/sched/Scheduler.h"
 #include "runtime/engine/Scoring.h"
 #include "runtime/weights/safetensors.h"
 
@@ -125,17 +125,20 @@ protected:
     return tokens;
   }
 
+  static runtime::GenerationRequest greedyRequest(std::vector<int32_t> prompt, int max_tokens) {
+    runtime::GenerationRequest request;
+    request.prompt = std::move(prompt);
+    request.sampling.temperature = 0;
+    request.max_tokens = max_tokens;
+    request.ignore_eos = true;
+    return request;
+  }
+
   std::vector<std::vector<int32_t>> greedy(int64_t tokensPerForward, bool together) {
     std::vector<runtime::GenerationRequest> requests;
-    for (const auto &prompt : prompts) {
-      runtime::GenerationRequest request;
-      request.prompt = prompt;
-      request.sampling.temperature = 0;
-      request.max_tokens = 64;
-      request.ignore_eos = true;
-      requests.push_back(request);
-    }
-    runtime::GeneratorOptions options;
+    for (const auto &prompt : prompts)
+      requests.push_back(greedyRequest(prompt, 64));
+    runtime::SchedulerOptions options;
     options.tokens_per_forward = tokensPerForward;
     std::vector<std::vector<int32_t>> tokens;
     auto run = [&](const std::vector<runtime::GenerationRequest> &batch) {
@@ -269,6 +272,60 @@ TEST_P(Golden, GreedyContinuationsMatchTransformers) {
     EXPECT_EQ(together[i], alone[i]) << "prompt " << i;
     EXPECT_EQ(chunked[i], alone[i]) << "prompt " << i;
   }
+  EXPECT_EQ(pages->numFree(), pages->numPages()) << "pages leaked";
+}
+
+// A KV cache that holds two sequences at a time: the newest running ones are
+// preempted and recomputed later (from their own cached pages, or with
+// prefix caching off from scratch), and every continuation is still the one
+// transformers produced.
+TEST_P(Golden, GreedyUnderPreemptionMatchesTransformers) {
+  size_t longest = 0;
+  for (const auto &prompt : prompts)
+    longest = std::max(longest, prompt.size() + 64);
+  const int32_t pagesPerSequence = int32_t((longest + 15) / 16);
+  for (bool caching : {true, false}) {
+    runtime::BlockManager small(2 * pagesPerSequence);
+    runtime::SchedulerOptions options;
+    options.prefix_caching = caching;
+    runtime::Scheduler scheduler(*executor, small, options);
+    for (const auto &prompt : prompts)
+      scheduler.add(greedyRequest(prompt, 64));
+    std::vector<std::vector<int32_t>> tokens(prompts.size());
+    while (!scheduler.idle())
+      for (const runtime::SequenceUpdate &update : scheduler.step()) {
+        ASSERT_TRUE(update.sample) << update.error;
+        tokens[update.id].push_back(update.sample->token);
+      }
+    EXPECT_GT(scheduler.counters().preemptions, 0) << "the cache was large enough for all";
+    for (size_t i = 0; i < prompts.size(); ++i)
+      EXPECT_EQ(prefix(tokens[i], expectedGreedy(i).size()), expectedGreedy(i))
+          << "prompt " << i << (caching ? ", prefix caching on" : ", prefix caching off");
+    EXPECT_EQ(small.numFree(), small.numPages()) << "pages leaked";
+  }
+}
+
+// A prompt that extends an earlier request's (its prompt plus the first half
+// of its continuation) starts from the earlier request's cached pages and
+// goes on with the rest of transformers' continuation.
+TEST_P(Golden, PrefixCacheServesTheSharedPrefix) {
+  runtime::SchedulerOptions options;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const std::vector<int32_t> expectedTokens = expectedGreedy(i);
+    const size_t half = expectedTokens.size() / 2;
+    runtime::generate(*executor, *pages, {greedyRequest(prompts[i], int(half))}, options);
+    std::vector<int32_t> extended = prompts[i];
+    extended.insert(extended.end(), expectedTokens.begin(), expectedTokens.begin() + long(half));
+    auto results = runtime::generate(
+        *executor, *pages, {greedyRequest(extended, int(expectedTokens.size() - half))}, options);
+    // The first request computed the KV of its prompt and all but its last token.
+    const int64_t computedBefore = int64_t(prompts[i].size() + half - 1);
+    EXPECT_EQ(results[0].cached_tokens, computedBefore / 16 * 16) << "prompt " << i;
+    EXPECT_EQ(results[0].tokens,
+              std::vector<int32_t>(expectedTokens.begin() + long(half), expectedTokens.end()))
+        << "prompt " << i;
+  }
+  EXPECT_GT(pages->numCached(), 0);
   EXPECT_EQ(pages->numFree(), pages->numPages()) << "pages leaked";
 }
 

@@ -130,6 +130,19 @@ TEST(SamplerValidate, RejectsEachInvalidValueNamingIt) {
     p.banned_tokens = {3, token};
     expectInvalid(p, "banned_tokens");
   }
+  for (float penalty : {-2.5f, 2.01f, kNaN}) {
+    p = {};
+    p.presence_penalty = penalty;
+    expectInvalid(p, "presence_penalty");
+    p = {};
+    p.frequency_penalty = penalty;
+    expectInvalid(p, "frequency_penalty");
+  }
+  for (float penalty : {0.0f, -1.0f, 2.5f, kNaN}) {
+    p = {};
+    p.repetition_penalty = penalty;
+    expectInvalid(p, "repetition_penalty");
+  }
 }
 
 TEST(SamplerValidate, AcceptsBoundaryValues) {
@@ -459,6 +472,32 @@ TEST(Sampler, TopLogprobsAreSortedAndCorrect) {
   ASSERT_EQ(r.top.size(), 2u);
   EXPECT_EQ(r.top[0].token, 1);
   EXPECT_EQ(r.top[1].token, 3);
+}
+
+// Penalties follow vLLM's definitions: the logprobs show the penalised
+// logits, so each penalty can be read back from them.
+TEST(Sampler, PenaltiesFollowTheOutputAndPromptHistory) {
+  const std::vector<float> x{2.0f, 1.0f, -1.0f, 0.5f, 0.0f};
+  auto penalised = [&](SamplingParams p, std::vector<int32_t> prompt, std::vector<float> expected) {
+    p.temperature = 0;
+    p.logprobs = 5;
+    Sampler s(p, 0, prompt);
+    SampleResult first = s.sample(x);
+    EXPECT_EQ(first.token, 0);
+    SampleResult second = s.sample(x);  // token 0 is now in the output once
+    const auto ref = logSoftmax(expected);
+    for (const auto& [token, logprob] : second.top) EXPECT_NEAR(logprob, ref[token], 1e-5) << token;
+    EXPECT_EQ(second.token, argmax(expected));
+  };
+  SamplingParams p;
+  p.presence_penalty = 1.5f;
+  penalised(p, {}, {0.5f, 1.0f, -1.0f, 0.5f, 0.0f});
+  p = {};
+  p.frequency_penalty = -0.5f;  // negative: encourages repeats
+  penalised(p, {}, {2.5f, 1.0f, -1.0f, 0.5f, 0.0f});
+  p = {};
+  p.repetition_penalty = 2.0f;  // prompt {1, 2} and output {0}: positive halved, negative doubled
+  penalised(p, {1, 2, 2}, {1.0f, 0.5f, -2.0f, 0.5f, 0.0f});
 }
 
 }  // namespace

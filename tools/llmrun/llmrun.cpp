@@ -8,7 +8,7 @@
 // Links no LLVM/MLIR and starts on machines without a GPU or driver.
 
 #include "runtime/backend/Backend.h"
-#include "runtime/engine/Generator.h"
+#include "runtime/sched/Scheduler.h"
 #include "runtime/engine/Scoring.h"
 #include "runtime/plan/PlanFile.h"
 #include "runtime/text/Tokenizer.h"
@@ -152,7 +152,7 @@ int runGenerate(const Options &o) {
     requests.push_back({std::move(prompt), sampling, o.max_tokens, o.min_tokens, o.ignore_eos,
                         o.stop_token_ids, o.stop});
 
-  runtime::GeneratorOptions options;
+  runtime::SchedulerOptions options;
   options.tokens_per_forward = o.tokens_per_forward;
   // End-of-sequence tokens: the model's and generation_config.json's (Llama 3
   // instruct models stop at <|eot_id|>, which only the latter names).

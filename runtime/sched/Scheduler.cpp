@@ -1,0 +1,395 @@
+#include "runtime/sched/Scheduler.h"
+
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+
+namespace llmc::runtime {
+namespace {
+
+int64_t pagesFor(int64_t tokens, int64_t page_size) { return (tokens + page_size - 1) / page_size; }
+
+size_t longestStop(const GenerationRequest &request) {
+  size_t longest = 0;
+  for (const std::string &stop : request.stop)
+    longest = std::max(longest, stop.size());
+  return longest;
+}
+
+} // namespace
+
+struct Scheduler::Sequence {
+  Sequence(uint64_t id, GenerationRequest request, uint64_t default_seed)
+      : id(id), request(std::move(request)),
+        sampler(this->request.sampling, default_seed, this->request.prompt),
+        tokens(this->request.prompt) {}
+
+  uint64_t id;
+  GenerationRequest request;
+  sample::Sampler sampler;
+  std::vector<int32_t> tokens;  // prompt, then generated tokens
+  std::vector<int32_t> pages;   // the page table, covering at least `computed` tokens
+  std::vector<uint64_t> pageKeys;  // prefix keys of the leading full pages (published or matched)
+  int64_t computed = 0;            // tokens whose KV is in the cache
+  bool admitted = false;           // once admitted (a preempted sequence stays admitted)
+  int64_t cachedTokens = 0;
+  std::optional<text::IncrementalDecoder> decoder;
+  std::string text;    // output so far, cut before any stop string
+  size_t emitted = 0;  // bytes of text already handed out
+
+  int64_t generated() const { return int64_t(tokens.size() - request.prompt.size()); }
+};
+
+void validateRequest(const GenerationRequest &request, const Executor &executor) {
+  if (request.prompt.empty())
+    throw std::invalid_argument("the prompt is empty");
+  if (request.max_tokens < 1)
+    throw std::invalid_argument("max_tokens must be at least 1, got " + std::to_string(request.max_tokens));
+  for (const std::string &stop : request.stop)
+    if (stop.empty())
+      throw std::invalid_argument("stop strings must not be empty");
+  for (int32_t id : request.stop_token_ids)
+    if (id < 0 || id >= executor.vocabSize())
+      throw std::invalid_argument("stop token id " + std::to_string(id) + " is outside the vocabulary");
+  if (request.min_tokens < 0 || request.min_tokens > request.max_tokens)
+    throw std::invalid_argument("min_tokens must be in [0, max_tokens], got " +
+                                std::to_string(request.min_tokens));
+  const int64_t total = int64_t(request.prompt.size()) + request.max_tokens;
+  if (total > executor.maxSeqLen())
+    throw std::invalid_argument("prompt of " + std::to_string(request.prompt.size()) +
+                                " tokens plus max_tokens " + std::to_string(request.max_tokens) +
+                                " exceeds the engine's max sequence length " +
+                                std::to_string(executor.maxSeqLen()));
+  for (int32_t id : request.prompt)
+    if (id < 0 || id >= executor.vocabSize())
+      throw std::invalid_argument("prompt token id " + std::to_string(id) +
+                                  " is outside the vocabulary [0, " +
+                                  std::to_string(executor.vocabSize()) + ")");
+  sample::validate(request.sampling, int(executor.vocabSize()));
+  if (pagesFor(total, executor.pageSize()) > executor.numPages())
+    throw std::invalid_argument("the request needs " +
+                                std::to_string(pagesFor(total, executor.pageSize())) +
+                                " KV pages, the cache has " + std::to_string(executor.numPages()));
+}
+
+Scheduler::Scheduler(Executor &executor, BlockManager &pages, const SchedulerOptions &options)
+    : executor_(executor), pages_(pages), options_(options) {
+  for (int32_t eos : options.eos_token_ids)
+    if (eos < 0 || eos >= executor.vocabSize())
+      throw std::invalid_argument("end-of-sequence token " + std::to_string(eos) +
+                                  " is outside the vocabulary");
+  auto limit = [](int64_t wanted, int64_t most) { return wanted > 0 ? std::min(wanted, most) : most; };
+  tokenBudget_ = limit(options.tokens_per_forward, executor.maxTokensPerForward());
+  seqBudget_ = limit(options.seqs_per_forward, executor.maxSeqsPerForward());
+}
+
+Scheduler::~Scheduler() {
+  for (auto &seq : running_)
+    releasePages(*seq);
+  for (auto &seq : waiting_)
+    releasePages(*seq);
+}
+
+uint64_t Scheduler::add(GenerationRequest request) {
+  validateRequest(request, executor_);
+  if (!request.stop.empty() && !options_.tokenizer)
+    throw std::invalid_argument("stop strings need the engine's tokenizer.json");
+  const uint64_t id = nextId_++;
+  auto seq = std::make_unique<Sequence>(id, std::move(request), options_.seed + id);
+  if (options_.tokenizer)
+    seq->decoder.emplace(*options_.tokenizer);
+  waiting_.push_back(std::move(seq));
+  return id;
+}
+
+bool Scheduler::abort(uint64_t id) {
+  auto matches = [id](const std::unique_ptr<Sequence> &seq) { return seq->id == id; };
+  if (auto at = std::find_if(waiting_.begin(), waiting_.end(), matches); at != waiting_.end()) {
+    releasePages(**at);
+    waiting_.erase(at);
+    return true;
+  }
+  if (auto at = std::find_if(running_.begin(), running_.end(), matches); at != running_.end()) {
+    releasePages(**at);
+    running_.erase(at);
+    return true;
+  }
+  return false;
+}
+
+bool Scheduler::ensurePages(Sequence &seq, int64_t tokens) {
+  while (int64_t(seq.pages.size()) < pagesFor(tokens, executor_.pageSize())) {
+    std::optional<int32_t> page = pages_.allocate();
+    if (!page)
+      return false;
+    seq.pages.push_back(*page);
+  }
+  return true;
+}
+
+void Scheduler::releasePages(Sequence &seq) {
+  for (int32_t page : seq.pages)
+    pages_.release(page);
+  seq.pages.clear();
+  seq.pageKeys.clear();
+  seq.computed = 0;
+}
+
+void Scheduler::preempt(Sequence &seq) {
+  releasePages(seq);
+  ++counters_.preemptions;
+  auto at = std::find_if(running_.begin(), running_.end(),
+                         [&](const std::unique_ptr<Sequence> &s) { return s.get() == &seq; });
+  waiting_.push_front(std::move(*at));
+  running_.erase(at);
+}
+
+int64_t Scheduler::matchCachedPrefix(Sequence &seq) {
+  if (!options_.prefix_caching)
+    return 0;
+  // At least the last token is computed again: its logits are needed.
+  const int64_t pageSize = executor_.pageSize();
+  const int64_t candidates = (int64_t(seq.tokens.size()) - 1) / pageSize;
+  uint64_t parent = BlockManager::kRootKey;
+  for (int64_t j = 0; j < candidates; ++j) {
+    std::span<const int32_t> tokens(seq.tokens.data() + j * pageSize, size_t(pageSize));
+    std::optional<int32_t> page = pages_.lookup(parent, tokens);
+    if (!page)
+      break;
+    seq.pages.push_back(*page);
+    parent = BlockManager::pageKey(parent, tokens);
+    seq.pageKeys.push_back(parent);
+  }
+  seq.computed = int64_t(seq.pages.size()) * pageSize;
+  return seq.computed;
+}
+
+void Scheduler::publishFullPages(Sequence &seq) {
+  if (!options_.prefix_caching)
+    return;
+  const int64_t pageSize = executor_.pageSize();
+  for (int64_t j = int64_t(seq.pageKeys.size()); j < seq.computed / pageSize; ++j) {
+    const uint64_t parent = j == 0 ? BlockManager::kRootKey : seq.pageKeys[size_t(j - 1)];
+    std::span<const int32_t> tokens(seq.tokens.data() + j * pageSize, size_t(pageSize));
+    pages_.publish(seq.pages[size_t(j)], parent, tokens);
+    seq.pageKeys.push_back(BlockManager::pageKey(parent, tokens));
+  }
+}
+
+std::string Scheduler::takeText(Sequence &seq, bool final) {
+  // Text that may be the start of a stop string waits for the next token.
+  size_t end = seq.text.size();
+  if (!final) {
+    const size_t longest = longestStop(seq.request);
+    end -= std::min(end - seq.emitted, longest > 0 ? longest - 1 : 0);
+    while (end > seq.emitted && (static_cast<unsigned char>(seq.text[end]) & 0xC0) == 0x80)
+      --end;  // never split a UTF-8 sequence
+  }
+  std::string delta = seq.text.substr(seq.emitted, end - seq.emitted);
+  seq.emitted = end;
+  return delta;
+}
+
+void Scheduler::finish(Sequence &seq, SequenceUpdate &update, const std::string &reason) {
+  if (seq.decoder && reason != "stop-string")
+    seq.text += seq.decoder->flush();
+  update.finished = true;
+  update.finish_reason = reason == "stop-string" ? "stop" : reason;
+  update.text += takeText(seq, /*final=*/true);
+  releasePages(seq);
+}
+
+std::vector<SequenceUpdate> Scheduler::step() {
+  const int32_t pageSize = executor_.pageSize();
+  ForwardBatch batch;
+  std::vector<Sequence *> scheduled;  // in batch order
+  int64_t left = tokenBudget_;
+  auto schedule = [&](Sequence &seq) {
+    const int64_t chunk = std::min(int64_t(seq.tokens.size()) - seq.computed, left);
+    batch.addChunk({seq.tokens.data() + seq.computed, size_t(chunk)}, int32_t(seq.computed),
+                   seq.pages, pageSize);
+    seq.computed += chunk;
+    left -= chunk;
+    scheduled.push_back(&seq);
+  };
+
+  // Running sequences, oldest first; the newest give way when pages run out.
+  bool preempted = false;
+  for (size_t i = 0; i < running_.size() && left > 0 && batch.numSeqs() < seqBudget_;) {
+    Sequence &seq = *running_[i];
+    const int64_t chunk = std::min(int64_t(seq.tokens.size()) - seq.computed, left);
+    bool placed = true;
+    while (!ensurePages(seq, seq.computed + chunk)) {
+      preempted = true;
+      Sequence &victim = *running_.back();
+      const bool self = &victim == &seq;
+      preempt(victim);
+      if (self) {
+        placed = false;
+        break;
+      }
+    }
+    if (!placed)
+      break;
+    schedule(seq);
+    ++i;
+  }
+
+  // Waiting requests in order, while their whole prompt fits (no admission
+  // in a step that had to preempt: the pages are short).
+  while (!preempted && !waiting_.empty() && left > 0 && batch.numSeqs() < seqBudget_) {
+    Sequence &seq = *waiting_.front();
+    matchCachedPrefix(seq);
+    const int64_t needed = pagesFor(int64_t(seq.tokens.size()), pageSize) - int64_t(seq.pages.size());
+    if (needed > pages_.numFree()) {
+      releasePages(seq);
+      break;
+    }
+    if (!seq.admitted) {
+      seq.admitted = true;
+      seq.cachedTokens = seq.computed;
+      counters_.prompt_tokens += int64_t(seq.tokens.size());
+      counters_.cached_prompt_tokens += seq.computed;
+    }
+    const int64_t chunk = std::min(int64_t(seq.tokens.size()) - seq.computed, left);
+    if (!ensurePages(seq, seq.computed + chunk))
+      throw std::logic_error("KV pages counted free could not be allocated");
+    schedule(seq);
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+  if (scheduled.empty()) {
+    if (!idle())
+      throw std::logic_error("no request can be scheduled although the KV cache is idle");
+    return {};
+  }
+
+  // Sequences whose chunk ends at their last token get a new token.
+  std::vector<Sequence *> sampled;
+  for (Sequence *seq : scheduled)
+    sampled.push_back(seq->computed == int64_t(seq->tokens.size()) ? seq : nullptr);
+  // When every sequence picks greedily with nothing to mask or report, the
+  // tokens are chosen on the device and only they come back.
+  const bool deviceGreedy = std::all_of(sampled.begin(), sampled.end(), [](const Sequence *seq) {
+    if (!seq)
+      return true;
+    const sample::SamplingParams &p = seq->request.sampling;
+    return p.temperature == 0 && p.logprobs == 0 && p.banned_tokens.empty() && !p.hasPenalties() &&
+           seq->generated() >= seq->request.min_tokens;
+  });
+  ++counters_.forwards;
+  counters_.computed_tokens += batch.numTokens();
+  if (deviceGreedy)
+    executor_.forwardGreedy(batch, greedyTokens_);
+  else
+    executor_.forward(batch, logits_);
+  for (Sequence *seq : scheduled)
+    publishFullPages(*seq);
+
+  const size_t vocab = size_t(executor_.vocabSize());
+  std::vector<float> row;
+  std::vector<SequenceUpdate> updates;
+  for (size_t s = 0; s < sampled.size(); ++s) {
+    Sequence *seq = sampled[s];
+    if (!seq)
+      continue;  // a prompt chunk that is not the last: nothing to sample yet
+    SequenceUpdate update{seq->id, std::nullopt, "", false, "", "", seq->cachedTokens};
+    sample::SampleResult result;
+    if (deviceGreedy) {
+      result.token = greedyTokens_[s];
+      result.logprob = std::numeric_limits<float>::quiet_NaN();  // not computed, not asked for
+    } else {
+      row.assign(logits_.begin() + long(s * vocab), logits_.begin() + long((s + 1) * vocab));
+      if (seq->generated() < seq->request.min_tokens)
+        for (int32_t eos : options_.eos_token_ids)
+          row[size_t(eos)] = -std::numeric_limits<float>::infinity();
+      try {
+        result = seq->sampler.sample(row);
+      } catch (const std::exception &error) {
+        update.error = error.what();
+        finish(*seq, update, "error");
+        updates.push_back(std::move(update));
+        continue;
+      }
+    }
+    const int32_t token = result.token;
+    seq->tokens.push_back(token);
+    update.sample = std::move(result);
+    const GenerationRequest &request = seq->request;
+    const bool eos = std::count(options_.eos_token_ids.begin(), options_.eos_token_ids.end(), token) > 0;
+    const bool stopToken = std::count(request.stop_token_ids.begin(), request.stop_token_ids.end(), token) > 0;
+    if ((eos && !request.ignore_eos) || stopToken) {
+      finish(*seq, update, "stop");  // the stop token's own text is not output
+    } else {
+      bool stopString = false;
+      if (seq->decoder) {
+        const size_t before = seq->text.size();
+        seq->text += seq->decoder->push(token);
+        for (const std::string &stop : request.stop) {
+          // Only a match that ends in the new text is new.
+          const size_t from = before >= stop.size() ? before - stop.size() + 1 : 0;
+          if (size_t at = seq->text.find(stop, from); at != std::string::npos) {
+            seq->text.resize(std::min(at, seq->text.size()));
+            stopString = true;
+          }
+        }
+        seq->emitted = std::min(seq->emitted, seq->text.size());
+      }
+      if (stopString)
+        finish(*seq, update, "stop-string");
+      else if (seq->generated() >= request.max_tokens)
+        finish(*seq, update, "length");
+      else
+        update.text = takeText(*seq, /*final=*/false);
+    }
+    updates.push_back(std::move(update));
+  }
+  std::erase_if(running_, [&](const std::unique_ptr<Sequence> &seq) {
+    return std::any_of(updates.begin(), updates.end(),
+                       [&](const SequenceUpdate &u) { return u.finished && u.id == seq->id; });
+  });
+  return updates;
+}
+
+std::vector<SequenceUpdate> Scheduler::failAll(const std::string &message) {
+  std::vector<SequenceUpdate> updates;
+  auto fail = [&](Sequence &seq) {
+    SequenceUpdate update{seq.id, std::nullopt, "", false, "", message, seq.cachedTokens};
+    finish(seq, update, "error");
+    updates.push_back(std::move(update));
+  };
+  for (auto &seq : running_)
+    fail(*seq);
+  for (auto &seq : waiting_)
+    fail(*seq);
+  running_.clear();
+  waiting_.clear();
+  return updates;
+}
+
+std::vector<GenerationResult> generate(Executor &executor, BlockManager &pages,
+                                       const std::vector<GenerationRequest> &requests,
+                                       const SchedulerOptions &options) {
+  Scheduler scheduler(executor, pages, options);
+  for (const GenerationRequest &request : requests)
+    scheduler.add(request);
+  std::vector<GenerationResult> results(requests.size());
+  while (!scheduler.idle())
+    for (SequenceUpdate &update : scheduler.step()) {
+      GenerationResult &result = results[update.id];
+      if (update.sample) {
+        result.tokens.push_back(update.sample->token);
+        result.samples.push_back(std::move(*update.sample));
+      }
+      result.text += update.text;
+      result.cached_tokens = update.cached_tokens;
+      if (update.finished) {
+        if (update.finish_reason == "error")
+          throw std::runtime_error("request " + std::to_string(update.id) + ": " + update.error);
+        result.finish_reason = update.finish_reason;
+      }
+    }
+  return results;
+}
+
+} // namespace llmc::runtime
