@@ -4,11 +4,14 @@
 //   llmrun logits   ENGINE_DIR --weights MODEL_DIR --prompt-ids 1,2,3 --out FILE.safetensors
 //   llmrun bench    ENGINE_DIR (--weights MODEL_DIR | --random-weights)
 //   llmrun tokenize ENGINE_OR_MODEL_DIR [--decode]   (text on stdin, ids out; or the reverse)
+//   llmrun serve    ENGINE_DIR --weights MODEL_DIR [--host --port --api-key ...]
 //
 // Links no LLVM/MLIR and starts on machines without a GPU or driver.
 
 #include "runtime/backend/Backend.h"
 #include "runtime/sched/Scheduler.h"
+#include "runtime/serve/Server.h"
+#include "runtime/engine/GenerationConfig.h"
 #include "runtime/engine/Scoring.h"
 #include "runtime/plan/PlanFile.h"
 #include "runtime/text/Tokenizer.h"
@@ -24,6 +27,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <random>
 
 namespace {
 
@@ -51,15 +55,6 @@ std::vector<int32_t> parseIds(const std::string &text) {
   return ids;
 }
 
-// generation_config.json of the engine (copied from the model), or {}.
-nlohmann::json generationConfig(const std::string &engine_dir) {
-  std::ifstream file(fs::path(engine_dir) / "generation_config.json");
-  if (!file)
-    return nlohmann::json::object();
-  nlohmann::json config = nlohmann::json::parse(file, nullptr, false);
-  return config.is_object() ? config : nlohmann::json::object();
-}
-
 // The tokenizer.json of an engine or model directory, if it has one.
 std::optional<text::Tokenizer> loadTokenizer(const std::string &dir) {
   fs::path path = fs::path(dir) / "tokenizer.json";
@@ -78,7 +73,10 @@ struct Options {
   std::optional<float> temperature, top_p, min_p;
   std::optional<int> top_k;
   std::optional<uint64_t> seed;
-  int64_t tokens_per_forward = 0, kv_cache_tokens = 0;
+  int64_t tokens_per_forward = 0, seqs_per_forward = 0, kv_cache_tokens = 0;
+  serve::ServerOptions server;
+  std::string served_model_name;
+  bool no_prefix_caching = false;
   double gpu_memory_fraction = 0.9;
 };
 
@@ -119,12 +117,12 @@ struct Engine {
 
 int runGenerate(const Options &o) {
   Engine engine(o);
-  nlohmann::json defaults = generationConfig(o.engine);
-  sample::SamplingParams sampling;
-  const bool doSample = defaults.value("do_sample", false);
-  sampling.temperature = o.temperature.value_or(doSample ? defaults.value("temperature", 1.0f) : 0.0f);
-  sampling.top_p = o.top_p.value_or(doSample ? defaults.value("top_p", 1.0f) : 1.0f);
-  sampling.top_k = o.top_k.value_or(doSample ? defaults.value("top_k", 0) : 0);
+  const runtime::GenerationConfig defaults = runtime::GenerationConfig::load(o.engine, engine.plan.plan());
+  sample::SamplingParams sampling = defaults.sampling;
+  if (o.temperature)
+    sampling.temperature = *o.temperature;
+  sampling.top_p = o.top_p.value_or(sampling.top_p);
+  sampling.top_k = o.top_k.value_or(sampling.top_k);
   sampling.min_p = o.min_p.value_or(0.0f);
   sampling.seed = o.seed;
   sampling.logprobs = o.logprobs;
@@ -154,15 +152,7 @@ int runGenerate(const Options &o) {
 
   runtime::SchedulerOptions options;
   options.tokens_per_forward = o.tokens_per_forward;
-  // End-of-sequence tokens: the model's and generation_config.json's (Llama 3
-  // instruct models stop at <|eot_id|>, which only the latter names).
-  if (const auto *eos = engine.plan.plan().model()->eos_token_ids())
-    options.eos_token_ids.assign(eos->begin(), eos->end());
-  if (auto it = defaults.find("eos_token_id"); it != defaults.end())
-    for (const auto &id : it->is_array() ? *it : nlohmann::json::array({*it}))
-      if (id.is_number_integer() &&
-          std::count(options.eos_token_ids.begin(), options.eos_token_ids.end(), id.get<int32_t>()) == 0)
-        options.eos_token_ids.push_back(id.get<int32_t>());
+  options.eos_token_ids = defaults.eos_token_ids;
   options.seed = o.seed.value_or(uint64_t(std::random_device{}()));
   options.tokenizer = tokenizer ? &*tokenizer : nullptr;
 
@@ -239,11 +229,36 @@ int runLogits(const Options &o) {
   return 0;
 }
 
+int runServe(const Options &o) {
+  Engine engine(o);
+  const plan::Plan &plan = engine.plan.plan();
+  const runtime::GenerationConfig generation = runtime::GenerationConfig::load(o.engine, plan);
+  const std::string name =
+      o.served_model_name.empty() ? fs::absolute(o.engine).lexically_normal().filename().string() : o.served_model_name;
+  const serve::ServedModel model = serve::ServedModel::load(o.engine, name, engine.executor->maxSeqLen(),
+                                                            engine.executor->vocabSize(), generation);
+  runtime::SchedulerOptions options;
+  options.tokens_per_forward = o.tokens_per_forward;
+  options.seqs_per_forward = o.seqs_per_forward;
+  options.eos_token_ids = generation.eos_token_ids;
+  options.seed = o.seed.value_or(uint64_t(std::random_device{}()));
+  options.tokenizer = model.tokenizer ? &*model.tokenizer : nullptr;
+  options.prefix_caching = !o.no_prefix_caching;
+  runtime::Scheduler scheduler(*engine.executor, *engine.pages, options);
+  serve::EngineLoop loop(scheduler, *engine.pages, o.server.max_waiting_requests);
+  serve::serve(o.server, model, *engine.executor, loop, [&](int port) {
+    std::cerr << "llmrun: serving '" << name << "' (" << engine.pages->numPages() * engine.executor->pageSize()
+              << " KV tokens, " << engine.backend->name() << ") on http://" << o.server.host << ":" << port
+              << std::endl;
+  });
+  std::cerr << "llmrun: stopped\n";
+  return 0;
+}
+
 void addEngineOptions(CLI::App *command, Options &o) {
   command->add_option("engine_dir", o.engine, "Engine directory (from llmc compile)")->required();
   command->add_option("--weights", o.weights, "Model directory with the safetensors checkpoint")
       ->required();
-  command->add_option("--prompt-ids", o.prompts, "Comma-separated token ids (repeat for a batch)");
   command->add_option("--backend", o.backend, "cpu, cuda or auto")->capture_default_str();
   command->add_option("--kv-cache-tokens", o.kv_cache_tokens, "Tokens the KV cache holds");
   command->add_option("--gpu-memory-fraction", o.gpu_memory_fraction,
@@ -261,6 +276,7 @@ int main(int argc, char **argv) {
 
   auto *generate = app.add_subcommand("generate", "Generate tokens for one or more prompts");
   addEngineOptions(generate, o);
+  generate->add_option("--prompt-ids", o.prompts, "Comma-separated token ids (repeat for a batch)");
   generate->add_option("--max-tokens", o.max_tokens, "Tokens to generate at most")->capture_default_str();
   generate->add_option("--min-tokens", o.min_tokens, "Mask end-of-sequence tokens until this many exist");
   generate->add_flag("--ignore-eos", o.ignore_eos, "Do not stop at end-of-sequence tokens");
@@ -280,8 +296,27 @@ int main(int argc, char **argv) {
 
   auto *logits = app.add_subcommand("logits", "Write teacher-forced logits of the prompts");
   addEngineOptions(logits, o);
+  logits->add_option("--prompt-ids", o.prompts, "Comma-separated token ids (repeat for a batch)");
   logits->add_option("--out", o.out, "Output .safetensors file (logits.<i>: [length, vocab] f32)")
       ->required();
+
+  auto *serveCommand = app.add_subcommand("serve", "OpenAI-compatible HTTP server");
+  addEngineOptions(serveCommand, o);
+  serveCommand->add_option("--host", o.server.host, "Address to listen on")->capture_default_str();
+  serveCommand->add_option("--port", o.server.port, "Port (0: any free port)")->capture_default_str();
+  serveCommand->add_option("--api-key", o.server.api_key, "Require 'Authorization: Bearer KEY'")
+      ->envname("LLMRUN_API_KEY");
+  serveCommand->add_option("--served-model-name", o.served_model_name, "Model name (default: the engine directory's)");
+  serveCommand->add_option("--max-queued-requests", o.server.max_waiting_requests,
+                           "Requests waiting at once; more get 429")->capture_default_str();
+  serveCommand->add_option("--max-request-bytes", o.server.max_request_bytes, "Larger bodies get 413")
+      ->capture_default_str();
+  serveCommand->add_option("--max-connections", o.server.max_connections, "Connections served at once")
+      ->capture_default_str();
+  serveCommand->add_option("--tokens-per-forward", o.tokens_per_forward, "Token budget of one forward");
+  serveCommand->add_option("--max-seqs-per-forward", o.seqs_per_forward, "Sequences in one forward");
+  serveCommand->add_flag("--no-prefix-caching", o.no_prefix_caching, "Do not share KV pages of equal prefixes");
+  serveCommand->add_option("--seed", o.seed, "Seed for requests without one");
 
   BenchOptions bench;
   bool randomWeights = false;
@@ -309,6 +344,8 @@ int main(int argc, char **argv) {
         throw std::invalid_argument("bench needs --weights MODEL_DIR or --random-weights");
       return runBench(bench);
     }
+    if (*serveCommand)
+      return runServe(o);
     return *generate ? runGenerate(o) : runLogits(o);
   } catch (const std::exception &error) {
     std::cerr << "llmrun: error: " << error.what() << "\n";

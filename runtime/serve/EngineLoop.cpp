@@ -1,0 +1,150 @@
+#include "runtime/serve/EngineLoop.h"
+
+#include <algorithm>
+
+namespace llmc::serve {
+
+std::vector<Channel::Item> Channel::take(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  ready_.wait_for(lock, timeout, [&] { return !items_.empty() || disconnected_; });
+  std::vector<Item> items(std::make_move_iterator(items_.begin()), std::make_move_iterator(items_.end()));
+  items_.clear();
+  return items;
+}
+
+bool Channel::finished() const {
+  std::lock_guard lock(mutex_);
+  return unfinished_ == 0 && items_.empty();
+}
+
+void Channel::disconnect() {
+  disconnected_ = true;
+  std::lock_guard lock(mutex_);
+  ready_.notify_all();
+}
+
+void Channel::push(Item item) {
+  std::lock_guard lock(mutex_);
+  if (item.update.finished)
+    --unfinished_;
+  items_.push_back(std::move(item));
+  ready_.notify_all();
+}
+
+EngineLoop::EngineLoop(runtime::Scheduler &scheduler, runtime::BlockManager &pages, size_t max_waiting)
+    : scheduler_(scheduler), pages_(pages), maxWaiting_(max_waiting) {
+  publishStats();
+}
+
+std::shared_ptr<Channel> EngineLoop::submit(std::vector<runtime::GenerationRequest> requests,
+                                            const runtime::Executor &executor) {
+  for (const runtime::GenerationRequest &request : requests)
+    runtime::validateRequest(request, executor);  // reads only the plan: safe off the loop thread
+  auto channel = std::make_shared<Channel>(requests.size());
+  std::lock_guard lock(mutex_);
+  if (stats_.waiting + inboxRequests_ + requests.size() > maxWaiting_)
+    throw Overloaded("the server is overloaded: " + std::to_string(stats_.waiting + inboxRequests_) +
+                     " requests are waiting (limit " + std::to_string(maxWaiting_) + ")");
+  inboxRequests_ += requests.size();
+  inbox_.push_back({channel, std::move(requests)});
+  wake_.notify_one();
+  return channel;
+}
+
+void EngineLoop::cancel(const std::shared_ptr<Channel> &channel) {
+  std::lock_guard lock(mutex_);
+  cancelled_.push_back(channel);
+  wake_.notify_one();
+}
+
+void EngineLoop::stop() {
+  std::lock_guard lock(mutex_);
+  stopping_ = true;
+  wake_.notify_one();
+}
+
+LoopStats EngineLoop::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void EngineLoop::publishStats() {
+  LoopStats stats;
+  stats.waiting = scheduler_.numWaiting();
+  stats.running = scheduler_.numRunning();
+  stats.kv_pages = pages_.numPages();
+  stats.kv_pages_used = pages_.numPages() - pages_.numFree();
+  stats.kv_pages_cached = pages_.numCached();
+  stats.counters = scheduler_.counters();
+  std::lock_guard lock(mutex_);
+  stats_ = stats;
+}
+
+void EngineLoop::run() {
+  for (;;) {
+    std::vector<Submitted> submitted;
+    std::vector<std::shared_ptr<Channel>> cancelled;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || !inbox_.empty() || !cancelled_.empty() || !scheduler_.idle(); });
+      if (stopping_) {
+        // Whatever is still waiting or running ends with an error now.
+        for (Submitted &group : inbox_)
+          for (size_t i = 0; i < group.requests.size(); ++i)
+            group.channel->push({i, {0, std::nullopt, "", true, "error", "the server is shutting down", 0}});
+        inbox_.clear();
+        lock.unlock();
+        deliver(scheduler_.failAll("the server is shutting down"));
+        return;
+      }
+      submitted.swap(inbox_);
+      cancelled.swap(cancelled_);
+      inboxRequests_ = 0;
+    }
+    for (Submitted &group : submitted)
+      for (size_t i = 0; i < group.requests.size(); ++i) {
+        try {
+          members_[scheduler_.add(std::move(group.requests[i]))] = {group.channel, i};
+        } catch (const std::exception &error) {  // validated on submit; kept for safety
+          runtime::SequenceUpdate update{0, std::nullopt, "", true, "error", error.what(), 0};
+          group.channel->push({i, std::move(update)});
+        }
+      }
+    // A cancelled group's requests leave the scheduler now; a client that
+    // disconnected also counts (its handler may still be waiting for a write).
+    for (auto it = members_.begin(); it != members_.end();) {
+      const bool gone = it->second.channel->disconnected() ||
+                        std::count(cancelled.begin(), cancelled.end(), it->second.channel) > 0;
+      if (gone) {
+        scheduler_.abort(it->first);
+        it = members_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+
+    std::vector<runtime::SequenceUpdate> updates;
+    try {
+      updates = scheduler_.step();
+    } catch (const std::exception &error) {
+      // A failed forward fails the requests in flight, not the server.
+      updates = scheduler_.failAll(std::string("the forward failed: ") + error.what());
+    }
+    deliver(std::move(updates));
+    publishStats();
+  }
+}
+
+void EngineLoop::deliver(std::vector<runtime::SequenceUpdate> updates) {
+  for (runtime::SequenceUpdate &update : updates) {
+    auto member = members_.find(update.id);
+    if (member == members_.end())
+      continue;
+    const bool finished = update.finished;
+    member->second.channel->push({member->second.index, std::move(update)});
+    if (finished)
+      members_.erase(member);
+  }
+}
+
+} // namespace llmc::serve
