@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 tools/setup-debian.sh
 tools/build.sh build
 ctest --test-dir build --output-on-failure
-# The sanitizer build runs the golden tests on the engines the full build compiled.
+# The sanitizer build runs the golden and server tests on the engines the
+# full build compiled.
 tools/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DLLMC_BUILD_COMPILER=OFF -DLLMC_SANITIZE=ON \
-  -DLLMC_GOLDEN_ENGINES_DIR="$PWD/build/test/golden-engines"
+  -DLLMC_GOLDEN_ENGINES_DIR="$PWD/build/test/golden-engines" -DLLMC_SERVE_MODEL_DIR="$PWD/build/test/serve"
 ctest --test-dir build-asan --output-on-failure

@@ -9,7 +9,7 @@ packages=(
   flatbuffers-compiler libflatbuffers-dev
   nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev libicu-dev libcli11-dev
   libfmt-dev libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev
-  zlib1g-dev libzstd-dev libedit-dev libcurl4-openssl-dev libxml2-dev
+  zlib1g-dev libzstd-dev libedit-dev libcurl4-openssl-dev libxml2-dev curl
   clang libclang-rt-14-dev
 )
 

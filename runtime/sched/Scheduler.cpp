@@ -235,9 +235,11 @@ std::vector<SequenceUpdate> Scheduler::step() {
     ++i;
   }
 
-  // Waiting requests in order, while their whole prompt fits (no admission
-  // in a step that had to preempt: the pages are short).
-  while (!preempted && !waiting_.empty() && left > 0 && batch.numSeqs() < seqBudget_) {
+  // Waiting requests in order, while their whole prompt fits and fewer
+  // sequences run than one forward can take (no admission in a step that had
+  // to preempt: the pages are short).
+  while (!preempted && !waiting_.empty() && left > 0 && batch.numSeqs() < seqBudget_ &&
+         int64_t(running_.size()) < seqBudget_) {
     Sequence &seq = *waiting_.front();
     matchCachedPrefix(seq);
     const int64_t needed = pagesFor(int64_t(seq.tokens.size()), pageSize) - int64_t(seq.pages.size());

@@ -3,7 +3,8 @@
 // Each step() builds one forward within the token and sequence budgets:
 // running sequences first, oldest first (a decode is one token, a prompt a
 // chunk of what is left of the budget), then waiting requests, first come
-// first served, while their whole prompt fits in the free KV pages. Pages are
+// first served, while their whole prompt fits in the free KV pages and fewer
+// sequences run than one forward takes. Pages are
 // taken as tokens need them; when none is left, the newest running sequence
 // is preempted: its pages go back and it waits at the head of the queue to be
 // recomputed (its prompt and the tokens it has generated) when pages free up.
