@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build ccache git pkg-config python3 python3-jinja2
   llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools
   flatbuffers-compiler libflatbuffers-dev
-  nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev libicu-dev libcli11-dev
+  nlohmann-json3-dev libpcre2-dev libicu-dev libcli11-dev
   libfmt-dev libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev
   zlib1g-dev libzstd-dev libedit-dev libcurl4-openssl-dev libxml2-dev curl
   clang libclang-rt-14-dev

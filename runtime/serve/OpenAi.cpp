@@ -253,6 +253,8 @@ CompletionJob parseCompletion(const json &body, const ServedModel &model, bool c
     if (job.prompts.size() * size_t(job.n) > 64)
       bad("prompt", "at most 64 prompts x n per request");
     job.echo = boolean(body, "echo").value_or(false);
+    if (job.echo && !model.tokenizer)
+      bad("echo", "'echo' needs the engine's tokenizer.json");
     if (auto suffix = body.find("suffix"); suffix != body.end() && !suffix->is_null())
       bad("suffix", "'suffix' is not supported");
   }

@@ -1,13 +1,12 @@
 #include "runtime/serve/Server.h"
 
+#include "runtime/serve/Http.h"
 #include "runtime/serve/Metrics.h"
-#include "runtime/serve/PeerWatch.h"
-
-#include <httplib.h>
 
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <map>
 #include <iostream>
 #include <pthread.h>
 #include <random>
@@ -30,11 +29,6 @@ std::string randomId(const char *prefix) {
   std::snprintf(hex, sizeof(hex), "%016llx",
                 static_cast<unsigned long long>((salt + counter++) * 0x9E3779B97F4A7C15ull));
   return std::string(prefix) + hex;
-}
-
-void sendError(httplib::Response &res, const ApiError &error) {
-  res.status = error.status;
-  res.set_content(dumpJson(errorBody(error)), "application/json");
 }
 
 // One API request in flight: the job, its channel, and what each choice has
@@ -213,7 +207,7 @@ private:
   std::string error_;
 };
 
-json parseBody(const httplib::Request &req) {
+json parseBody(const HttpRequest &req) {
   json body = json::parse(req.body, nullptr, false);
   if (body.is_discarded())
     throw ApiError(400, "the request body is not valid JSON");
@@ -222,179 +216,178 @@ json parseBody(const httplib::Request &req) {
   return body;
 }
 
-// Which endpoint a path counts under in /metrics (unknown paths together).
-std::string endpointOf(const std::string &path) {
-  for (const char *known : {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics",
-                            "/tokenize", "/detokenize"})
-    if (path == known)
-      return known;
-  return "other";
+void sendJson(HttpResponder &res, const json &value, int status = 200) {
+  res.send(status, "application/json", dumpJson(value));
 }
+
+// The API's endpoints; the HTTP server calls handle() on connection threads.
+class Api {
+public:
+  Api(const ServerOptions &options, const ServedModel &model, runtime::Executor &executor, EngineLoop &loop)
+      : options_(options), model_(model), executor_(executor), loop_(loop) {}
+
+  void handle(const HttpRequest &req, HttpResponder &res) {
+    const std::string endpoint = route(req, res);
+    metrics_.countResponse(endpoint, res.status());
+  }
+
+private:
+  using Handler = void (Api::*)(const HttpRequest &, HttpResponder &);
+
+  // Runs the endpoint's handler; returns the endpoint's name for /metrics.
+  std::string route(const HttpRequest &req, HttpResponder &res) {
+    static const std::map<std::string, std::pair<std::string, Handler>> routes = {
+        {"/health", {"GET", &Api::health}},
+        {"/metrics", {"GET", &Api::metrics}},
+        {"/v1/models", {"GET", &Api::models}},
+        {"/v1/completions", {"POST", &Api::completions}},
+        {"/v1/chat/completions", {"POST", &Api::chatCompletions}},
+        {"/tokenize", {"POST", &Api::tokenize}},
+        {"/detokenize", {"POST", &Api::detokenize}},
+    };
+    auto route = routes.find(req.path);
+    try {
+      if (route == routes.end())
+        throw ApiError(404, "no such endpoint: " + req.method + " " + req.path);
+      const bool open = req.path == "/health" || req.path == "/metrics";
+      if (!options_.api_key.empty() && !open && req.header("authorization") != "Bearer " + options_.api_key)
+        throw ApiError(401, "invalid or missing API key (send 'Authorization: Bearer <key>')", "", "invalid_api_key");
+      const bool head = req.method == "HEAD" && route->second.first == "GET";
+      if (req.method != route->second.first && !head)
+        throw ApiError(405, "use " + route->second.first + " for " + req.path);
+      (this->*route->second.second)(req, res);
+    } catch (const ApiError &error) {
+      respondWithError(res, error);
+    } catch (const Overloaded &error) {
+      respondWithError(res, ApiError(429, error.what(), "", "server_overloaded"));
+    } catch (const std::invalid_argument &error) {
+      respondWithError(res, ApiError(400, error.what()));
+    } catch (const std::exception &error) {
+      respondWithError(res, ApiError(500, error.what()));
+    }
+    return route == routes.end() ? "other" : route->first;
+  }
+
+  static void respondWithError(HttpResponder &res, const ApiError &error) {
+    if (!res.sent())
+      sendJson(res, errorBody(error), error.status);
+    // A stream that has started reports its error in the stream itself.
+  }
+
+  void health(const HttpRequest &, HttpResponder &res) { sendJson(res, {{"status", "ok"}}); }
+
+  void metrics(const HttpRequest &, HttpResponder &res) {
+    res.send(200, "text/plain; version=0.0.4", metrics_.render(loop_.stats()));
+  }
+
+  void models(const HttpRequest &, HttpResponder &res) {
+    json card = {{"id", model_.name}, {"object", "model"}, {"created", 0}, {"owned_by", "llmc"},
+                 {"max_model_len", model_.max_seq_len}};
+    sendJson(res, {{"object", "list"}, {"data", json::array({card})}});
+  }
+
+  void tokenize(const HttpRequest &req, HttpResponder &res) {
+    json body = parseBody(req);
+    std::vector<int32_t> tokens;
+    if (body.contains("messages")) {
+      tokens = model_.chatPrompt(body);
+    } else if (body.contains("prompt") && body["prompt"].is_string()) {
+      auto special = body.find("add_special_tokens");
+      tokens = model_.textPrompt(body["prompt"].get<std::string>(),
+                                 special == body.end() || !special->is_boolean() || special->get<bool>());
+    } else {
+      throw ApiError(400, "give 'prompt' (a string) or 'messages'", "prompt");
+    }
+    sendJson(res, {{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", model_.max_seq_len}});
+  }
+
+  void detokenize(const HttpRequest &req, HttpResponder &res) {
+    json body = parseBody(req);
+    auto tokens = body.find("tokens");
+    if (tokens == body.end() || !tokens->is_array())
+      throw ApiError(400, "'tokens' must be an array of token ids", "tokens");
+    if (!model_.tokenizer)
+      throw ApiError(400, "the engine has no tokenizer.json", "tokens");
+    std::vector<int32_t> ids;
+    for (const json &id : *tokens) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= model_.tokenizer->vocabSize())
+        throw ApiError(400, "token id " + id.dump() + " is outside the vocabulary", "tokens");
+      ids.push_back(id.get<int32_t>());
+    }
+    sendJson(res, {{"prompt", model_.tokenizer->decode(ids)}});
+  }
+
+  void completions(const HttpRequest &req, HttpResponder &res) { complete(req, res, false); }
+  void chatCompletions(const HttpRequest &req, HttpResponder &res) { complete(req, res, true); }
+
+  void complete(const HttpRequest &req, HttpResponder &res, bool chat) {
+    const Clock::time_point arrival = Clock::now();
+    CompletionJob job = parseCompletion(parseBody(req), model_, chat);
+    const bool stream = job.stream;
+    std::shared_ptr<Channel> channel = loop_.submit(job.requests(), executor_);
+    Completion completion(std::move(job), channel, model_, metrics_, arrival);
+    // However the handler leaves, a request that has not finished is
+    // cancelled: its pages return before the next forward.
+    struct CancelUnfinished {
+      EngineLoop &loop;
+      const std::shared_ptr<Channel> &channel;
+      ~CancelUnfinished() {
+        if (!channel->finished())
+          loop.cancel(channel);
+      }
+    } cancelUnfinished{loop_, channel};
+    const auto wait = std::chrono::milliseconds(50);
+
+    if (!stream) {
+      while (!channel->finished()) {
+        completion.absorb(channel->take(wait));
+        if (req.clientGone())
+          return res.send(499, "application/json", "");  // nobody reads it
+      }
+      completion.recordFinished();
+      if (!completion.error().empty())
+        throw ApiError(500, completion.error());
+      return sendJson(res, completion.response());
+    }
+    if (!res.start(200, "text/event-stream", {{"Cache-Control", "no-cache"}}))
+      return;
+    while (!channel->finished()) {
+      const std::string events = completion.events(completion.absorb(channel->take(wait)));
+      if (req.clientGone() || !res.write(events))
+        return;
+    }
+    completion.recordFinished();
+    res.write(completion.closingEvents());
+    res.end();
+  }
+
+  const ServerOptions &options_;
+  const ServedModel &model_;
+  runtime::Executor &executor_;
+  EngineLoop &loop_;
+  Metrics metrics_;
+};
 
 } // namespace
 
 void serve(const ServerOptions &options, const ServedModel &model, runtime::Executor &executor, EngineLoop &loop,
            const std::function<void(int port)> &ready) {
-  // SIGINT/SIGTERM go to one thread that stops the server and the loop.
+  // SIGINT/SIGTERM go to one thread, which stops the loop and the server.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);  // a client that vanishes mid-write is a failed write, not a crash
 
-  Metrics metrics;
-  PeerWatch peers;
-  httplib::Server server;
-  server.new_task_queue = [&] { return new httplib::ThreadPool(options.max_connections); };
-  server.set_payload_max_length(options.max_request_bytes);
-  server.set_keep_alive_max_count(1000);
-  server.set_read_timeout(60);
-  server.set_write_timeout(60);
+  Api api(options, model, executor, loop);
+  HttpServerOptions http;
+  http.max_body_bytes = options.max_request_bytes;
+  http.max_connections = options.max_connections;
+  http.error_body = [](int status, const std::string &message) { return dumpJson(errorBody(ApiError(status, message))); };
+  HttpServer server(http, [&](const HttpRequest &req, HttpResponder &res) { api.handle(req, res); });
+  const int port = server.bind(options.host, options.port);
 
-  server.set_pre_routing_handler([&](const httplib::Request &req, httplib::Response &res) {
-    const bool open = req.path == "/health" || req.path == "/metrics";
-    if (!options.api_key.empty() && !open && req.get_header_value("Authorization") != "Bearer " + options.api_key) {
-      sendError(res, ApiError(401, "invalid or missing API key (send 'Authorization: Bearer <key>')", "",
-                              "invalid_api_key"));
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
-  });
-  server.set_error_handler([](const httplib::Request &req, httplib::Response &res) {
-    if (!res.body.empty())
-      return;
-    if (res.status == 404)
-      sendError(res, ApiError(404, "no such endpoint: " + req.method + " " + req.path));
-    else if (res.status == 413)
-      sendError(res, ApiError(413, "the request body is too large"));
-    else if (res.status == 405)
-      sendError(res, ApiError(405, "method not allowed: " + req.method + " " + req.path));
-    else
-      sendError(res, ApiError(res.status, "bad request"));
-  });
-  server.set_exception_handler([](const httplib::Request &, httplib::Response &res, std::exception_ptr error) {
-    try {
-      std::rethrow_exception(error);
-    } catch (const ApiError &e) {
-      sendError(res, e);
-    } catch (const Overloaded &e) {
-      sendError(res, ApiError(429, e.what(), "", "server_overloaded"));
-    } catch (const std::invalid_argument &e) {
-      sendError(res, ApiError(400, e.what()));
-    } catch (const std::exception &e) {
-      sendError(res, ApiError(500, e.what()));
-    } catch (...) {
-      sendError(res, ApiError(500, "unknown error"));
-    }
-  });
-  server.set_logger([&](const httplib::Request &req, const httplib::Response &res) {
-    metrics.countResponse(endpointOf(req.path), res.status);
-  });
-
-  server.Get("/health", [](const httplib::Request &, httplib::Response &res) {
-    res.set_content("{\"status\":\"ok\"}", "application/json");
-  });
-  server.Get("/metrics", [&](const httplib::Request &, httplib::Response &res) {
-    res.set_content(metrics.render(loop.stats()), "text/plain; version=0.0.4");
-  });
-  server.Get("/v1/models", [&](const httplib::Request &, httplib::Response &res) {
-    json card = {{"id", model.name}, {"object", "model"}, {"created", 0}, {"owned_by", "llmc"},
-                 {"max_model_len", model.max_seq_len}};
-    res.set_content(dumpJson({{"object", "list"}, {"data", json::array({card})}}), "application/json");
-  });
-
-  server.Post("/tokenize", [&](const httplib::Request &req, httplib::Response &res) {
-    json body = parseBody(req);
-    std::vector<int32_t> tokens;
-    if (body.contains("messages")) {
-      tokens = model.chatPrompt(body);
-    } else if (body.contains("prompt") && body["prompt"].is_string()) {
-      auto special = body.find("add_special_tokens");
-      tokens = model.textPrompt(body["prompt"].get<std::string>(),
-                                special == body.end() || !special->is_boolean() || special->get<bool>());
-    } else {
-      throw ApiError(400, "give 'prompt' (a string) or 'messages'", "prompt");
-    }
-    res.set_content(dumpJson({{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", model.max_seq_len}}),
-                    "application/json");
-  });
-  server.Post("/detokenize", [&](const httplib::Request &req, httplib::Response &res) {
-    json body = parseBody(req);
-    auto tokens = body.find("tokens");
-    if (tokens == body.end() || !tokens->is_array())
-      throw ApiError(400, "'tokens' must be an array of token ids", "tokens");
-    if (!model.tokenizer)
-      throw ApiError(400, "the engine has no tokenizer.json", "tokens");
-    std::vector<int32_t> ids;
-    for (const json &id : *tokens) {
-      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= model.tokenizer->vocabSize())
-        throw ApiError(400, "token id " + id.dump() + " is outside the vocabulary", "tokens");
-      ids.push_back(id.get<int32_t>());
-    }
-    res.set_content(dumpJson({{"prompt", model.tokenizer->decode(ids)}}), "application/json");
-  });
-
-  auto complete = [&](const httplib::Request &req, httplib::Response &res, bool chat) {
-    const Clock::time_point arrival = Clock::now();
-    CompletionJob job = parseCompletion(parseBody(req), model, chat);
-    const bool stream = job.stream;
-    std::shared_ptr<Channel> channel = loop.submit(job.requests(), executor);
-    auto completion = std::make_shared<Completion>(std::move(job), channel, model, metrics, arrival);
-    // A client that hangs up cancels its request at once, whether or not a
-    // write to it has failed yet.
-    auto watch = peers.watch(req.remote_addr, req.remote_port, [channel] { channel->disconnect(); });
-    const auto wait = std::chrono::milliseconds(100);
-
-    if (!stream) {
-      while (!channel->finished()) {
-        completion->absorb(channel->take(wait));
-        if (channel->disconnected()) {
-          loop.cancel(channel);
-          res.status = 499;  // the client has gone; nothing is sent
-          return;
-        }
-      }
-      completion->recordFinished();
-      if (!completion->error().empty())
-        throw ApiError(500, completion->error());
-      res.set_content(dumpJson(completion->response()), "application/json");
-      return;
-    }
-
-    res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [completion, watch, &loop](size_t, httplib::DataSink &sink) {
-          const std::shared_ptr<Channel> &channel = completion->channel();
-          std::string out = completion->events(completion->absorb(channel->take(std::chrono::milliseconds(100))));
-          if (channel->disconnected() || (!out.empty() && !sink.write(out.data(), out.size())))
-            return false;  // the releaser cancels the request
-          if (channel->finished()) {
-            completion->recordFinished();
-            const std::string closing = completion->closingEvents();
-            if (!sink.write(closing.data(), closing.size()))
-              return false;
-            sink.done();
-          }
-          return true;
-        },
-        [completion, &loop](bool success) {
-          if (!success || !completion->channel()->finished())
-            loop.cancel(completion->channel());
-        });
-  };
-  server.Post("/v1/completions",
-              [&](const httplib::Request &req, httplib::Response &res) { complete(req, res, false); });
-  server.Post("/v1/chat/completions",
-              [&](const httplib::Request &req, httplib::Response &res) { complete(req, res, true); });
-
-  const int port = options.port == 0 ? server.bind_to_any_port(options.host)
-                                     : (server.bind_to_port(options.host, options.port) ? options.port : -1);
-  if (port < 0)
-    throw std::runtime_error("cannot listen on " + options.host + ":" + std::to_string(options.port) +
-                             " (in use, or not an address of this machine)");
-  std::thread http([&] { server.listen_after_bind(); });
+  std::thread httpThread([&] { server.run(); });
   std::thread stopper([&] {
     int signal = 0;
     sigwait(&signals, &signal);
@@ -402,8 +395,8 @@ void serve(const ServerOptions &options, const ServedModel &model, runtime::Exec
     server.stop();
   });
   ready(port);
-  loop.run();  // until a signal stops it
-  http.join();
+  loop.run();
+  httpThread.join();
   stopper.join();
 }
 

@@ -9,7 +9,10 @@ import { startServer, metrics, eventually } from './server.mjs';
 
 const clients = 256;
 const seconds = Number(process.env.LLMC_LOAD_SECONDS ?? 60);
-const server = await startServer(['--kv-cache-tokens', '2048', '--max-queued-requests', '192']);
+// The CPU backend computes the 128k-token LM head of every sampled row: few
+// sequences per forward and short requests keep each step short.
+const server = await startServer(['--kv-cache-tokens', '1024', '--max-seqs-per-forward', '16',
+  '--max-queued-requests', '96']);
 const words = 'alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu'.split(' ');
 let seed = 1;
 const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
@@ -19,8 +22,8 @@ const tally = { completed: 0, tokens: 0, refused: 0, badRequest: 0, hungUp: 0, f
 
 async function oneRequest() {
   const chat = random() < 0.5;
-  const maxTokens = 8 + pick(88);
-  const text = Array.from({ length: 10 + pick(150) }, () => words[pick(words.length)]).join(' ');
+  const maxTokens = 4 + pick(32);
+  const text = Array.from({ length: 10 + pick(90) }, () => words[pick(words.length)]).join(' ');
   const body = {
     max_tokens: maxTokens, ignore_eos: true, stream: true, stream_options: { include_usage: true },
     temperature: random() < 0.5 ? 0 : 0.8, seed: pick(1000),
@@ -32,7 +35,10 @@ async function oneRequest() {
     { method: 'POST', body: JSON.stringify(body), signal: abort.signal });
   if (response.status !== 200) {
     const error = (await response.json()).error;
-    if (response.status === 429 && error.type === 'rate_limit_error') tally.refused++;
+    if (response.status === 429 && error.type === 'rate_limit_error') {
+      tally.refused++;
+      await new Promise((r) => setTimeout(r, 200 + pick(300)));  // back off, as real clients do
+    }
     else if (response.status === 400 && error.code === 'context_length_exceeded') tally.badRequest++;
     else tally.failures.push(`HTTP ${response.status}: ${JSON.stringify(error)}`);
     return;
@@ -90,13 +96,16 @@ async function quiet() {
 
 try {
   // The baseline: memory after a first, short round of the same load.
-  await load(Math.min(10, seconds / 4) * 1000);
+  await load(Math.min(5, seconds / 4) * 1000);
   await quiet();
   const baseline = server.rssKiB();
   const start = Date.now();
   await load(seconds * 1000);
   const elapsed = (Date.now() - start) / 1000;
+  const drained = Date.now();
   await quiet();
+  console.log(`load: the last requests ended ${(elapsed - seconds).toFixed(1)} s after the deadline, ` +
+    `the server was idle ${((Date.now() - drained) / 1000).toFixed(1)} s later`);
   const final = server.rssKiB();
   const m = await metrics(server.url);
   console.log(`load: ${clients} streaming clients, ${seconds} s: ${tally.completed} completed ` +
