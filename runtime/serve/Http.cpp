@@ -256,13 +256,12 @@ void HttpServer::serveConnection(int fd) {
   };
   for (;;) {
     size_t headEnd;
-    while ((headEnd = buffer.find("\r\n\r\n")) == std::string::npos) {
-      if (buffer.size() > options_.max_header_bytes) {
-        HttpResponder responder(fd, false, /*keep_alive=*/false);
-        return protocolError(responder, 431, "the request head is too large");
-      }
+    while ((headEnd = buffer.find("\r\n\r\n")) == std::string::npos && buffer.size() <= options_.max_header_bytes)
       if (!receive())
         return;
+    if (headEnd == std::string::npos || headEnd > options_.max_header_bytes) {
+      HttpResponder responder(fd, false, /*keep_alive=*/false);
+      return protocolError(responder, 431, "the request head is too large");
     }
     HttpRequest request;
     request.socket = fd;

@@ -3,6 +3,7 @@
 // logprobs, stop strings, usage and prefix caching, and the error paths.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { startServer, metrics, eventually, OpenAI } from './server.mjs';
 
 let server, client;
@@ -191,6 +192,64 @@ test('an unknown model is a 404, malformed JSON and unknown paths are JSON error
   const missing = await fetch(`${server.url}/v2/nothing`);
   assert.equal(missing.status, 404);
   assert.equal((await missing.json()).error.type, 'not_found_error');
+});
+
+// Sends raw bytes on one connection (then half-closes it, unless keepOpen)
+// and returns everything the server wrote until it closed the connection (or
+// `ms` passed). A half-closed connection counts as a client that has gone.
+function raw(url, bytes, { ms = 3000, keepOpen = false } = {}) {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => (keepOpen ? socket.write(bytes) : socket.end(bytes)));
+    let out = '';
+    socket.on('data', (d) => { out += d; });
+    socket.on('close', () => resolve(out));
+    socket.on('error', reject);
+    socket.setTimeout(ms, () => { socket.destroy(); resolve(out); });
+  });
+}
+
+test('malformed HTTP gets a clear error and harms nothing', async () => {
+  const cases = [
+    ['GARBAGE\r\n\r\n', 400, 'malformed request line'],
+    ['POST /v1/completions HTTP/1.1\r\nContent-Length: nope\r\n\r\n', 400, 'Content-Length'],
+    ['POST /v1/completions HTTP/1.1\r\nno colon here\r\n\r\n', 400, 'header'],
+    ['POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 501, 'Content-Length'],
+    [`GET /health HTTP/1.1\r\nX-Big: ${'a'.repeat(70000)}\r\n\r\n`, 431, 'too large'],
+    ['POST /v1/completions HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n', 413, 'larger than'],
+    ['GET /v1/completions HTTP/1.1\r\nConnection: close\r\n\r\n', 405, 'use POST'],
+  ];
+  for (const [request, status, words] of cases) {
+    const response = await raw(server.url, request);
+    assert.match(response, new RegExp(`^HTTP/1.1 ${status} `), request.slice(0, 40));
+    const body = JSON.parse(response.slice(response.indexOf('\r\n\r\n') + 4));
+    assert.ok(body.error.message.includes(words), `${body.error.message} lacks '${words}'`);
+  }
+  // A body cut short by a client that goes away, and a client that sends nothing.
+  await raw(server.url, 'POST /v1/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"prompt"', { ms: 200 });
+  await raw(server.url, '', { ms: 200 });
+  // Two pipelined requests on one connection are answered in order; HEAD has no body.
+  const two = await raw(server.url, 'GET /health HTTP/1.1\r\n\r\nHEAD /v1/models HTTP/1.1\r\nConnection: close\r\n\r\n');
+  assert.equal(two.match(/HTTP\/1.1 200 OK/g).length, 2);
+  assert.ok(two.includes('{"status":"ok"}'));
+  assert.ok(!two.includes('"object":"list"'), 'HEAD sent a body');
+  // curl's Expect: 100-continue: the body follows the server's go-ahead.
+  const body = JSON.stringify({ prompt: 'Hi', max_tokens: 2 });
+  const { hostname, port } = new URL(server.url);
+  const expect = await new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => socket.write(
+      `POST /v1/completions HTTP/1.1\r\nExpect: 100-continue\r\nConnection: close\r\n` +
+      `Content-Length: ${body.length}\r\n\r\n`));
+    let out = '';
+    socket.on('data', (d) => {
+      out += d;
+      if (out === 'HTTP/1.1 100 Continue\r\n\r\n') socket.write(body);
+    });
+    socket.on('close', () => resolve(out));
+    socket.on('error', reject);
+  });
+  assert.match(expect, /^HTTP\/1.1 100 Continue\r\n\r\nHTTP\/1.1 200 OK/);
+  assert.equal((await fetch(`${server.url}/health`)).status, 200);
 });
 
 test('tokenize and detokenize round-trip', async () => {
