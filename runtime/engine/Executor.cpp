@@ -4,6 +4,7 @@
 #include "runtime/weights/Recipes.h"
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 
 namespace llmc::runtime {
@@ -241,13 +242,24 @@ void Executor::runSteps(const BatchShape &shape) {
   }
 }
 
+namespace {
+// Adds the wall time of a scope to a counter.
+struct TimeInto {
+  double &seconds;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  ~TimeInto() { seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
+};
+} // namespace
+
 void Executor::forward(const ForwardBatch &batch, std::vector<float> &logits) {
+  TimeInto timer{forwardSeconds_};
   const BatchShape shape = run(batch);
   logits.resize(size_t(shape.num_seqs * vocabSize()));
   backend_.download(logits.data(), buffers_[size_t(logitsBuffer_)], logits.size() * sizeof(float));
 }
 
 void Executor::forwardGreedy(const ForwardBatch &batch, std::vector<int32_t> &tokens) {
+  TimeInto timer{forwardSeconds_};
   const BatchShape shape = run(batch);
   backend_.argmax(static_cast<const float *>(buffers_[size_t(logitsBuffer_)]), shape.num_seqs,
                   vocabSize(), argmaxTokens_);

@@ -79,6 +79,10 @@ public:
   /// Runs one forward and returns each sequence's most likely next token
   /// (lowest id on ties), picked on the device: only the tokens come back.
   void forwardGreedy(const ForwardBatch &batch, std::vector<int32_t> &tokens);
+  /// Wall time spent in forward() and forwardGreedy() so far (each returns
+  /// when its results are on the host): the rest of a serving loop's time is
+  /// host work during which the device idles.
+  double forwardSeconds() const { return forwardSeconds_; }
 
 private:
   Executor(const plan::PlanFile &plan, Backend &backend, const ExecutorOptions &options);
@@ -111,6 +115,7 @@ private:
   int32_t logitsBuffer_ = -1;
   bool graphs_ = true;
   std::map<int64_t, void *> decodeGraphs_;  // batch size -> captured decode forward
+  double forwardSeconds_ = 0;
 };
 
 } // namespace llmc::runtime

@@ -20,3 +20,26 @@ struct BenchOptions {
 int runBench(const BenchOptions &options);
 
 } // namespace llmc
+
+#include "tools/llmrun/Engine.h"
+
+namespace llmc {
+
+struct BenchServeOptions {
+  EngineOptions engine;
+  int64_t num_requests = 256;
+  int64_t input_len = 1000, output_len = 1000;
+  int64_t shared_prefix_len = 0;   // tokens every prompt starts with (before its input_len own tokens)
+  int64_t concurrency = 0;         // requests in flight at once; 0: all at once (or by --request-rate)
+  double request_rate = 0;         // Poisson arrivals per second; 0: all at once
+  bool prefix_caching = true;
+  int64_t tokens_per_forward = 0, seqs_per_forward = 0;
+  uint64_t seed = 0;
+};
+
+/// Serves synthetic requests (random token prompts, greedy, ignore_eos)
+/// through the scheduler in this process and prints throughput, TTFT and
+/// inter-token latency percentiles; runs on any backend.
+int runBenchServe(const BenchServeOptions &options);
+
+} // namespace llmc

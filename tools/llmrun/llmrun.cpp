@@ -16,6 +16,7 @@
 #include "runtime/plan/PlanFile.h"
 #include "runtime/text/Tokenizer.h"
 #include "runtime/weights/safetensors.h"
+#include "tools/llmrun/Engine.h"
 #include "tools/llmrun/bench.h"
 
 #include <CLI/CLI.hpp>
@@ -63,8 +64,8 @@ std::optional<text::Tokenizer> loadTokenizer(const std::string &dir) {
   return text::Tokenizer::fromFile(path.string());
 }
 
-struct Options {
-  std::string engine, weights, backend = "auto", out;
+struct Options : EngineOptions {
+  std::string out;
   std::vector<std::string> prompts, texts, stop;
   std::vector<int32_t> stop_token_ids;
   bool add_bos = false;
@@ -73,46 +74,10 @@ struct Options {
   std::optional<float> temperature, top_p, min_p;
   std::optional<int> top_k;
   std::optional<uint64_t> seed;
-  int64_t tokens_per_forward = 0, seqs_per_forward = 0, kv_cache_tokens = 0;
+  int64_t tokens_per_forward = 0, seqs_per_forward = 0;
   serve::ServerOptions server;
   std::string served_model_name;
   bool no_prefix_caching = false;
-  double gpu_memory_fraction = 0.9;
-};
-
-// The loaded engine: plan, checkpoint, backend, executor and KV pages.
-struct Engine {
-  plan::PlanFile plan;
-  weights::Checkpoint checkpoint;
-  std::unique_ptr<runtime::Backend> backend;
-  std::unique_ptr<runtime::Executor> executor;
-  std::unique_ptr<runtime::BlockManager> pages;
-
-  explicit Engine(const Options &o)
-      : plan(plan::PlanFile::load(o.engine)), checkpoint(weights::Checkpoint::open(o.weights)),
-        backend(runtime::createBackend(o.backend)) {
-    const plan::Plan &p = plan.plan();
-    const int64_t pageSize = p.kv_cache()->page_size();
-    // KV pages: --kv-cache-tokens, else --gpu-memory-fraction of the free
-    // device memory (after weights and workspace), else (CPU) enough for four
-    // sequences of the max length, at most 65536 tokens.
-    runtime::ExecutorOptions options;
-    if (o.kv_cache_tokens > 0) {
-      options.kv_pages = (o.kv_cache_tokens + pageSize - 1) / pageSize;
-    } else if (std::optional<size_t> free = backend->freeMemory()) {
-      options.kv_pages = runtime::kvPagesForMemory(p, *free, o.gpu_memory_fraction, int64_t(1) << 30);
-    } else {
-      const int64_t tokens = std::min<int64_t>(p.model()->max_seq_len() * 4, 65536);
-      options.kv_pages = (tokens + pageSize - 1) / pageSize;
-    }
-    if (isatty(STDERR_FILENO))
-      options.load_progress = [](size_t done, size_t total) {
-        std::fprintf(stderr, "\rllmrun: loading weights %5.1f%% (%.2f of %.2f GB)%s", 100.0 * double(done) / double(total),
-                     double(done) / 1e9, double(total) / 1e9, done == total ? "\n" : "");
-      };
-    executor = std::make_unique<runtime::Executor>(plan, *backend, checkpoint, o.weights, options);
-    pages = std::make_unique<runtime::BlockManager>(int32_t(options.kv_pages));
-  }
 };
 
 int runGenerate(const Options &o) {
@@ -329,6 +294,34 @@ int main(int argc, char **argv) {
   benchCommand->add_option("--contexts", bench.contexts, "Decode context lengths")->delimiter(',');
   benchCommand->add_option("--repeats", bench.repeats, "Timed repeats per figure")->capture_default_str();
 
+  BenchServeOptions benchServe;
+  bool benchServeRandom = false, benchServeNoCache = false;
+  auto *benchServeCommand =
+      app.add_subcommand("bench-serve", "Serving throughput and latency under a synthetic workload (any backend)");
+  benchServeCommand->add_option("engine_dir", benchServe.engine.engine, "Engine directory")->required();
+  auto *benchServeWeights = benchServeCommand->add_option("--weights", benchServe.engine.weights, "Model directory");
+  benchServeCommand->add_flag("--random-weights", benchServeRandom, "Random weights instead of a checkpoint")
+      ->excludes(benchServeWeights);
+  benchServeCommand->add_option("--backend", benchServe.engine.backend, "cpu, cuda or auto")->capture_default_str();
+  benchServeCommand->add_option("--kv-cache-tokens", benchServe.engine.kv_cache_tokens, "Tokens the KV cache holds");
+  benchServeCommand->add_option("--gpu-memory-fraction", benchServe.engine.gpu_memory_fraction,
+                                "Share of free GPU memory for weights, workspace and KV pages")
+      ->check(CLI::Range(0.05, 1.0))
+      ->capture_default_str();
+  benchServeCommand->add_option("--num-requests", benchServe.num_requests, "Requests")->capture_default_str();
+  benchServeCommand->add_option("--input-len", benchServe.input_len, "Prompt tokens of each request (after the prefix)")
+      ->capture_default_str();
+  benchServeCommand->add_option("--output-len", benchServe.output_len, "Generated tokens per request")
+      ->capture_default_str();
+  benchServeCommand->add_option("--shared-prefix-len", benchServe.shared_prefix_len,
+                                "Tokens every prompt starts with");
+  benchServeCommand->add_option("--concurrency", benchServe.concurrency, "Requests in flight at most (0: unlimited)");
+  benchServeCommand->add_option("--request-rate", benchServe.request_rate, "Poisson arrivals per second (0: all at once)");
+  benchServeCommand->add_flag("--no-prefix-caching", benchServeNoCache, "Do not share KV pages of equal prefixes");
+  benchServeCommand->add_option("--tokens-per-forward", benchServe.tokens_per_forward, "Token budget of one forward");
+  benchServeCommand->add_option("--max-seqs-per-forward", benchServe.seqs_per_forward, "Sequences in one forward");
+  benchServeCommand->add_option("--seed", benchServe.seed, "Seed of the random prompts")->capture_default_str();
+
   std::string tokenizeDir;
   bool decode = false;
   auto *tokenize = app.add_subcommand("tokenize", "Text on stdin to token ids (--decode: the reverse)");
@@ -346,6 +339,12 @@ int main(int argc, char **argv) {
     }
     if (*serveCommand)
       return runServe(o);
+    if (*benchServeCommand) {
+      if (!benchServeRandom && benchServe.engine.weights.empty())
+        throw std::invalid_argument("bench-serve needs --weights MODEL_DIR or --random-weights");
+      benchServe.prefix_caching = !benchServeNoCache;
+      return runBenchServe(benchServe);
+    }
     return *generate ? runGenerate(o) : runLogits(o);
   } catch (const std::exception &error) {
     std::cerr << "llmrun: error: " << error.what() << "\n";
