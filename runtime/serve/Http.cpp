@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
 
@@ -177,6 +178,8 @@ int HttpServer::bind(const std::string &host, int port) {
 void HttpServer::run() {
   for (;;) {
     const int fd = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE))
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // out of descriptors: let connections end
     std::lock_guard lock(mutex_);
     for (std::thread &thread : finished_)
       thread.join();

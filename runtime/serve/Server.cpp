@@ -31,13 +31,12 @@ std::string randomId(const char *prefix) {
   return std::string(prefix) + hex;
 }
 
-// One API request in flight: the job, its channel, and what each choice has
-// produced so far. Builds the final response or the stream's chunks.
+// One API request in flight: the job and what each choice has produced so
+// far. Builds the final response or the stream's chunks.
 class Completion {
 public:
-  Completion(CompletionJob job, std::shared_ptr<Channel> channel, const ServedModel &model, Metrics &metrics,
-             Clock::time_point arrival)
-      : job_(std::move(job)), channel_(std::move(channel)), model_(model), metrics_(metrics), arrival_(arrival),
+  Completion(CompletionJob job, const ServedModel &model, Metrics &metrics, Clock::time_point arrival)
+      : job_(std::move(job)), model_(model), metrics_(metrics), arrival_(arrival),
         id_(randomId(job_.chat ? "chatcmpl-" : "cmpl-")),
         created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                      .count()),
@@ -46,8 +45,6 @@ public:
       for (size_t c = 0; c < choices_.size(); ++c)
         choices_[c].text = model_.tokenizer->decode(job_.prompts[c / size_t(job_.n)]);
   }
-
-  const std::shared_ptr<Channel> &channel() const { return channel_; }
 
   /// Applies updates; returns the (choice, new text, new samples) of each.
   struct Delta {
@@ -196,7 +193,6 @@ private:
   static std::string event(const json &data) { return "data: " + dumpJson(data) + "\n\n"; }
 
   CompletionJob job_;
-  std::shared_ptr<Channel> channel_;
   const ServedModel &model_;
   Metrics &metrics_;
   Clock::time_point arrival_;
@@ -325,7 +321,7 @@ private:
     CompletionJob job = parseCompletion(parseBody(req), model_, chat);
     const bool stream = job.stream;
     std::shared_ptr<Channel> channel = loop_.submit(job.requests(), executor_);
-    Completion completion(std::move(job), channel, model_, metrics_, arrival);
+    Completion completion(std::move(job), model_, metrics_, arrival);
     // However the handler leaves, a request that has not finished is
     // cancelled: its pages return before the next forward.
     struct CancelUnfinished {
