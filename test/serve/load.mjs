@@ -1,5 +1,5 @@
 // Load test: LLMC_LOAD_CLIENTS (256) concurrent streaming clients for
-// LLMC_LOAD_SECONDS (60; the sanitizer build runs 64 clients for 20 s)
+// LLMC_LOAD_SECONDS (60; the sanitizer build runs 32 clients for 20 s)
 // against `llmrun serve` with a KV cache far too small for all of them, so
 // that sequences are preempted and recomputed. Some clients hang up
 // mid-stream. Every request must complete with a whole stream or get a
