@@ -1,6 +1,7 @@
 #include "runtime/engine/Executor.h"
 
 #include "runtime/plan/Abi.h"
+#include "runtime/support/Math.h"
 #include "runtime/weights/Recipes.h"
 
 #include <algorithm>
@@ -12,7 +13,6 @@ namespace {
 
 [[noreturn]] void reject(const std::string &message) { throw BatchError(message); }
 
-int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The batch's arrays in plan::kAbiInputs order (the device input block's).
 constexpr std::vector<int32_t> ForwardBatch::*kAbiFields[] = {

@@ -1,5 +1,7 @@
 #include "runtime/engine/Scoring.h"
 
+#include "runtime/support/Math.h"
+
 #include <algorithm>
 #include <optional>
 #include <stdexcept>
@@ -30,7 +32,7 @@ std::vector<std::vector<float>> teacherForcedLogits(Executor &executor, BlockMan
                                     std::to_string(prompts[i].size()) +
                                     " tokens; it needs 1 to max sequence length " +
                                     std::to_string(executor.maxSeqLen()));
-      for (int64_t p = 0; p < (int64_t(prompts[i].size()) + pageSize - 1) / pageSize; ++p) {
+      for (int64_t p = 0; p < ceilDiv(int64_t(prompts[i].size()), pageSize); ++p) {
         std::optional<int32_t> page = pages.allocate();
         if (!page)
           throw std::invalid_argument("the prompts do not fit in the KV cache");

@@ -1,5 +1,7 @@
 #include "runtime/kv/BlockManager.h"
 
+#include "runtime/support/Hash.h"
+
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -59,16 +61,10 @@ int32_t BlockManager::refCount(int32_t page) const {
 }
 
 uint64_t BlockManager::pageKey(uint64_t parent, std::span<const int32_t> tokens) {
-  // FNV-1a over the parent key and the token ids, then a final mix so that
-  // keys differing in few bits spread over the hash table.
-  uint64_t hash = 1469598103934665603ull;
-  auto mix = [&](uint64_t value) {
-    for (int byte = 0; byte < 8; ++byte)
-      hash = (hash ^ ((value >> (8 * byte)) & 0xff)) * 1099511628211ull;
-  };
-  mix(parent);
-  for (int32_t token : tokens)
-    mix(uint32_t(token));
+  // FNV-1a over the parent key's and the token ids' bytes, then a final mix
+  // so that keys differing in few bits spread over the hash table.
+  uint64_t hash = fnv1a({reinterpret_cast<const char *>(&parent), sizeof(parent)});
+  hash = fnv1a({reinterpret_cast<const char *>(tokens.data()), tokens.size_bytes()}, hash);
   hash ^= hash >> 31;
   return hash == kRootKey ? 1 : hash;
 }

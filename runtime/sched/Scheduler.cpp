@@ -1,13 +1,13 @@
 #include "runtime/sched/Scheduler.h"
 
+#include "runtime/support/Math.h"
+
 #include <algorithm>
 #include <limits>
 #include <stdexcept>
 
 namespace llmc::runtime {
 namespace {
-
-int64_t pagesFor(int64_t tokens, int64_t page_size) { return (tokens + page_size - 1) / page_size; }
 
 size_t longestStop(const GenerationRequest &request) {
   size_t longest = 0;
@@ -66,9 +66,9 @@ void validateRequest(const GenerationRequest &request, const Executor &executor)
                                   " is outside the vocabulary [0, " +
                                   std::to_string(executor.vocabSize()) + ")");
   sample::validate(request.sampling, int(executor.vocabSize()));
-  if (pagesFor(total, executor.pageSize()) > executor.numPages())
+  if (ceilDiv(total, executor.pageSize()) > executor.numPages())
     throw std::invalid_argument("the request needs " +
-                                std::to_string(pagesFor(total, executor.pageSize())) +
+                                std::to_string(ceilDiv(total, executor.pageSize())) +
                                 " KV pages, the cache has " + std::to_string(executor.numPages()));
 }
 
@@ -118,7 +118,7 @@ bool Scheduler::abort(uint64_t id) {
 }
 
 bool Scheduler::ensurePages(Sequence &seq, int64_t tokens) {
-  while (int64_t(seq.pages.size()) < pagesFor(tokens, executor_.pageSize())) {
+  while (int64_t(seq.pages.size()) < ceilDiv(tokens, executor_.pageSize())) {
     std::optional<int32_t> page = pages_.allocate();
     if (!page)
       return false;
@@ -190,11 +190,11 @@ std::string Scheduler::takeText(Sequence &seq, bool final) {
   return delta;
 }
 
-void Scheduler::finish(Sequence &seq, SequenceUpdate &update, const std::string &reason) {
-  if (seq.decoder && reason != "stop-string")
+void Scheduler::finish(Sequence &seq, SequenceUpdate &update, const std::string &reason, bool flushText) {
+  if (seq.decoder && flushText)
     seq.text += seq.decoder->flush();
   update.finished = true;
-  update.finish_reason = reason == "stop-string" ? "stop" : reason;
+  update.finish_reason = reason;
   update.text += takeText(seq, /*final=*/true);
   releasePages(seq);
 }
@@ -204,8 +204,9 @@ std::vector<SequenceUpdate> Scheduler::step() {
   ForwardBatch batch;
   std::vector<Sequence *> scheduled;  // in batch order
   int64_t left = tokenBudget_;
-  auto schedule = [&](Sequence &seq) {
-    const int64_t chunk = std::min(int64_t(seq.tokens.size()) - seq.computed, left);
+  // The next chunk of a sequence's pending tokens: what the budget leaves.
+  auto nextChunk = [&](const Sequence &seq) { return std::min(int64_t(seq.tokens.size()) - seq.computed, left); };
+  auto schedule = [&](Sequence &seq, int64_t chunk) {
     batch.addChunk({seq.tokens.data() + seq.computed, size_t(chunk)}, int32_t(seq.computed),
                    seq.pages, pageSize);
     seq.computed += chunk;
@@ -217,7 +218,7 @@ std::vector<SequenceUpdate> Scheduler::step() {
   bool preempted = false;
   for (size_t i = 0; i < running_.size() && left > 0 && batch.numSeqs() < seqBudget_;) {
     Sequence &seq = *running_[i];
-    const int64_t chunk = std::min(int64_t(seq.tokens.size()) - seq.computed, left);
+    const int64_t chunk = nextChunk(seq);
     bool placed = true;
     while (!ensurePages(seq, seq.computed + chunk)) {
       preempted = true;
@@ -231,7 +232,7 @@ std::vector<SequenceUpdate> Scheduler::step() {
     }
     if (!placed)
       break;
-    schedule(seq);
+    schedule(seq, chunk);
     ++i;
   }
 
@@ -242,7 +243,7 @@ std::vector<SequenceUpdate> Scheduler::step() {
          int64_t(running_.size()) < seqBudget_) {
     Sequence &seq = *waiting_.front();
     matchCachedPrefix(seq);
-    const int64_t needed = pagesFor(int64_t(seq.tokens.size()), pageSize) - int64_t(seq.pages.size());
+    const int64_t needed = ceilDiv(int64_t(seq.tokens.size()), pageSize) - int64_t(seq.pages.size());
     if (needed > pages_.numFree()) {
       releasePages(seq);
       break;
@@ -253,10 +254,10 @@ std::vector<SequenceUpdate> Scheduler::step() {
       counters_.prompt_tokens += int64_t(seq.tokens.size());
       counters_.cached_prompt_tokens += seq.computed;
     }
-    const int64_t chunk = std::min(int64_t(seq.tokens.size()) - seq.computed, left);
+    const int64_t chunk = nextChunk(seq);
     if (!ensurePages(seq, seq.computed + chunk))
       throw std::logic_error("KV pages counted free could not be allocated");
-    schedule(seq);
+    schedule(seq, chunk);
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
@@ -338,7 +339,7 @@ std::vector<SequenceUpdate> Scheduler::step() {
         seq->emitted = std::min(seq->emitted, seq->text.size());
       }
       if (stopString)
-        finish(*seq, update, "stop-string");
+        finish(*seq, update, "stop", /*flushText=*/false);  // the text ends where the stop string began
       else if (seq->generated() >= request.max_tokens)
         finish(*seq, update, "length");
       else

@@ -112,7 +112,9 @@ private:
   void releasePages(Sequence &seq);
   int64_t matchCachedPrefix(Sequence &seq);
   void publishFullPages(Sequence &seq);
-  void finish(Sequence &seq, SequenceUpdate &update, const std::string &reason);
+  /// Ends a sequence: its last text (the decoder's pending bytes too, unless
+  /// flushText is false), the reason, its pages back.
+  void finish(Sequence &seq, SequenceUpdate &update, const std::string &reason, bool flushText = true);
   std::string takeText(Sequence &seq, bool final);
 
   Executor &executor_;

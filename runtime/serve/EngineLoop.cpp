@@ -3,6 +3,14 @@
 #include <algorithm>
 
 namespace llmc::serve {
+namespace {
+
+// A request that ended before producing anything.
+runtime::SequenceUpdate failure(const std::string &message) {
+  return {0, std::nullopt, "", true, "error", message, 0};
+}
+
+} // namespace
 
 std::vector<Channel::Item> Channel::take(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
@@ -91,7 +99,7 @@ void EngineLoop::run() {
         // Whatever is still waiting or running ends with an error now.
         for (Submitted &group : inbox_)
           for (size_t i = 0; i < group.requests.size(); ++i)
-            group.channel->push({i, {0, std::nullopt, "", true, "error", "the server is shutting down", 0}});
+            group.channel->push({i, failure("the server is shutting down")});
         inbox_.clear();
         lock.unlock();
         deliver(scheduler_.failAll("the server is shutting down"));
@@ -106,8 +114,7 @@ void EngineLoop::run() {
         try {
           members_[scheduler_.add(std::move(group.requests[i]))] = {group.channel, i};
         } catch (const std::exception &error) {  // validated on submit; kept for safety
-          runtime::SequenceUpdate update{0, std::nullopt, "", true, "error", error.what(), 0};
-          group.channel->push({i, std::move(update)});
+          group.channel->push({i, failure(error.what())});
         }
       }
     // A cancelled group's requests leave the scheduler now; a client that

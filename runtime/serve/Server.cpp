@@ -7,7 +7,6 @@
 #include <chrono>
 #include <csignal>
 #include <map>
-#include <iostream>
 #include <pthread.h>
 #include <random>
 #include <thread>

@@ -7,8 +7,10 @@
 
 namespace llmc {
 
-inline uint64_t fnv1a(std::string_view text) {
-  uint64_t hash = 1469598103934665603ull;
+constexpr uint64_t kFnv1aBasis = 1469598103934665603ull;
+
+/// Continues from `hash` (a previous result), so several pieces hash as one.
+inline uint64_t fnv1a(std::string_view text, uint64_t hash = kFnv1aBasis) {
   for (unsigned char c : text)
     hash = (hash ^ c) * 1099511628211ull;
   return hash;

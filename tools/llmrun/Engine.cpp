@@ -1,5 +1,7 @@
 #include "tools/llmrun/Engine.h"
 
+#include "runtime/support/Math.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <unistd.h>
@@ -12,12 +14,12 @@ Engine::Engine(const EngineOptions &o)
   const int64_t pageSize = p.kv_cache()->page_size();
   runtime::ExecutorOptions options;
   if (o.kv_cache_tokens > 0) {
-    options.kv_pages = (o.kv_cache_tokens + pageSize - 1) / pageSize;
+    options.kv_pages = ceilDiv(o.kv_cache_tokens, pageSize);
   } else if (std::optional<size_t> free = backend->freeMemory()) {
     options.kv_pages = runtime::kvPagesForMemory(p, *free, o.gpu_memory_fraction, int64_t(1) << 30);
   } else {
     const int64_t tokens = std::min<int64_t>(p.model()->max_seq_len() * 4, 65536);
-    options.kv_pages = (tokens + pageSize - 1) / pageSize;
+    options.kv_pages = ceilDiv(tokens, pageSize);
   }
   if (isatty(STDERR_FILENO))
     options.load_progress = [](size_t done, size_t total) {

@@ -12,6 +12,7 @@
 #include "runtime/engine/Executor.h"
 #include "runtime/jit/KernelCache.h"
 #include "runtime/kv/BlockManager.h"
+#include "runtime/support/Math.h"
 #include "runtime/weights/safetensors.h"
 
 #include <chrono>
@@ -72,7 +73,7 @@ struct Sequences {
 
   void add(std::vector<int32_t> prompt, int64_t capacity) {
     tables.emplace_back();
-    for (int64_t p = 0; p < (capacity + pageSize - 1) / pageSize; ++p)
+    for (int64_t p = 0; p < ceilDiv(capacity, pageSize); ++p)
       tables.back().push_back(*pages.allocate());
     tokens.push_back(std::move(prompt));
   }
@@ -189,7 +190,7 @@ int runBench(const BenchOptions &o) {
   // Prefill: B sequences of L tokens in one forward.
   std::printf("| prefill | ms | tokens/s | TFLOP/s | of GEMM rate |\n| --- | --- | --- | --- | --- |\n");
   for (auto [batch, length] : {std::pair<int64_t, int64_t>{1, 4096}, {8, 1024}}) {
-    const int64_t pagesPerSequence = (length + executor->pageSize() - 1) / executor->pageSize();
+    const int64_t pagesPerSequence = ceilDiv(length, executor->pageSize());
     if (batch * length > executor->maxTokensPerForward() || length > executor->maxSeqLen() ||
         batch * pagesPerSequence > pages.numFree()) {
       std::printf("| %lldx%lld | does not fit | | | |\n", (long long)batch, (long long)length);
@@ -224,7 +225,7 @@ int runBench(const BenchOptions &o) {
   for (int64_t context : o.contexts) {
     for (int64_t batch : o.batches) {
       const int64_t capacity = context + o.repeats + 2;
-      const int64_t pagesNeeded = batch * ((capacity + executor->pageSize() - 1) / executor->pageSize());
+      const int64_t pagesNeeded = batch * ceilDiv(capacity, executor->pageSize());
       if (pagesNeeded > pages.numFree() || batch > executor->maxSeqsPerForward()) {
         std::printf("| %lld | %lld | does not fit the KV cache | | | |\n", (long long)batch, (long long)context);
         continue;

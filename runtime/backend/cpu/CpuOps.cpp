@@ -1,5 +1,6 @@
 #include "runtime/backend/cpu/CpuOps.h"
 
+#include "runtime/support/Math.h"
 #include "runtime/weights/float16.h"
 
 #include <algorithm>
@@ -337,7 +338,7 @@ void gemm(ElementType in, ElementType out, int64_t m, int64_t n, int64_t k, cons
 
   // Whole column tiles per thread: thread i takes tiles [i * T / N, (i + 1) * T / N).
   // Automatic: one thread per hardware thread, each with at least ~1M multiply-adds.
-  const int64_t tiles = (n + kGemmTileN - 1) / kGemmTileN;
+  const int64_t tiles = ceilDiv(n, kGemmTileN);
   int64_t threads = num_threads;
   if (threads <= 0)
     threads = std::min<int64_t>(std::thread::hardware_concurrency(), m * n * k >> 20);

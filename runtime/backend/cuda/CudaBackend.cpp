@@ -2,6 +2,7 @@
 
 #include "runtime/jit/KernelCache.h"
 #include "runtime/jit/Nvrtc.h"
+#include "runtime/support/Math.h"
 
 #include <stdexcept>
 #include <string>
@@ -129,8 +130,8 @@ void CudaBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<
   unsigned grid[3];
   for (int d = 0; d < 3; ++d) {
     const plan::SymExpr &e = *kernel.grid()->Get(uint32_t(d));
-    const int64_t value = (e.tokens() * batch.num_tokens + e.seqs() * batch.num_seqs + e.constant() +
-                           e.divisor() - 1) / e.divisor();
+    const int64_t value =
+        ceilDiv(e.tokens() * batch.num_tokens + e.seqs() * batch.num_seqs + e.constant(), e.divisor());
     if (value <= 0)
       return;  // an empty grid has nothing to do (and cannot be launched)
     grid[d] = unsigned(value);
