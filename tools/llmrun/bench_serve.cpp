@@ -84,8 +84,8 @@ int runBenchServe(const BenchServeOptions &o) {
               o.prefix_caching ? "on" : "off", std::string(engine.backend->name()).c_str(),
               (long long)(engine.pages->numPages() * executor.pageSize()));
 
-  // Per request: when it was submitted, its first token and each later one.
-  std::vector<double> submitted(requests.size()), firstToken(requests.size()), lastToken(requests.size());
+  // Per request: when it was submitted and when its latest token came (< 0: none yet).
+  std::vector<double> submitted(requests.size()), lastToken(requests.size(), -1.0);
   std::vector<double> timeToFirstToken, interToken, latency;
   std::vector<size_t> byId;  // scheduler id -> request
   size_t next = 0, inFlight = 0, finished = 0;
@@ -112,8 +112,7 @@ int runBenchServe(const BenchServeOptions &o) {
       if (!update.sample)
         throw std::runtime_error("bench-serve: request failed: " + update.error);
       const double t = now();
-      if (lastToken[r] == 0) {
-        firstToken[r] = t;
+      if (lastToken[r] < 0) {
         timeToFirstToken.push_back((t - submitted[r]) * 1e3);
       } else {
         interToken.push_back((t - lastToken[r]) * 1e3);
