@@ -144,9 +144,9 @@ void Scheduler::preempt(Sequence &seq) {
   running_.erase(at);
 }
 
-int64_t Scheduler::matchCachedPrefix(Sequence &seq) {
+void Scheduler::matchCachedPrefix(Sequence &seq) {
   if (!options_.prefix_caching)
-    return 0;
+    return;
   // At least the last token is computed again: its logits are needed.
   const int64_t pageSize = executor_.pageSize();
   const int64_t candidates = (int64_t(seq.tokens.size()) - 1) / pageSize;
@@ -161,7 +161,6 @@ int64_t Scheduler::matchCachedPrefix(Sequence &seq) {
     seq.pageKeys.push_back(parent);
   }
   seq.computed = int64_t(seq.pages.size()) * pageSize;
-  return seq.computed;
 }
 
 void Scheduler::publishFullPages(Sequence &seq) {

@@ -110,7 +110,7 @@ private:
   bool ensurePages(Sequence &seq, int64_t tokens);
   void preempt(Sequence &seq);
   void releasePages(Sequence &seq);
-  int64_t matchCachedPrefix(Sequence &seq);
+  void matchCachedPrefix(Sequence &seq);
   void publishFullPages(Sequence &seq);
   /// Ends a sequence: its last text (the decoder's pending bytes too, unless
   /// flushText is false), the reason, its pages back.

@@ -14,7 +14,6 @@ const char *typeOf(int status) {
   switch (status) {
   case 401: return "authentication_error";
   case 404: return "not_found_error";
-  case 413: return "invalid_request_error";
   case 429: return "rate_limit_error";
   default: return status >= 500 ? "server_error" : "invalid_request_error";
   }
@@ -113,7 +112,7 @@ ServedModel ServedModel::load(const std::string &engine_dir, const std::string &
     nlohmann::ordered_json config = nlohmann::ordered_json::parse(file, nullptr, false);
     if (config.is_object()) {
       if (config.contains("chat_template") && !config["chat_template"].is_null())
-        model.chat_template = text::ChatTemplate::fromTokenizerConfig(configPath.string());
+        model.chat_template = text::ChatTemplate::fromTokenizerConfig(config, configPath.string());
       for (const char *key : {"bos_token", "eos_token", "pad_token", "unk_token"})
         if (config.contains(key))
           model.special_tokens[key] = tokenString(json(config[key]));

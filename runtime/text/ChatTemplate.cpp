@@ -1400,9 +1400,13 @@ ChatTemplate ChatTemplate::fromTokenizerConfig(const std::string& path) {
   } catch (const std::exception& e) {
     throw std::runtime_error("chat template: " + path + ": invalid JSON: " + e.what());
   }
-  if (!j.is_object() || !j.contains("chat_template") || j["chat_template"].is_null())
+  return fromTokenizerConfig(j, path);
+}
+
+ChatTemplate ChatTemplate::fromTokenizerConfig(const nlohmann::ordered_json& j, const std::string& path) {
+  if (!j.is_object() || !j.contains("chat_template") || j.at("chat_template").is_null())
     throw std::runtime_error("chat template: " + path + " has no \"chat_template\"");
-  const auto& ct = j["chat_template"];
+  const auto& ct = j.at("chat_template");
   std::string src;
   if (ct.is_string()) {
     src = ct.get<std::string>();

@@ -73,6 +73,8 @@ class ChatTemplate {
   // {name, template} (the one named "default" is used). Throws
   // std::runtime_error when the file, the key or the default entry is missing.
   static ChatTemplate fromTokenizerConfig(const std::string& tokenizer_config_path);
+  // The same from the parsed file (`path` names it in errors).
+  static ChatTemplate fromTokenizerConfig(const nlohmann::ordered_json& tokenizer_config, const std::string& path);
 
   // Every top-level key of `context` becomes a template variable (messages,
   // tools, add_generation_prompt, bos_token, eos_token, ...). Use
