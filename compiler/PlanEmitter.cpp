@@ -153,7 +153,8 @@ private:
     kernels.push_back(plan::CreateKernelModuleDirect(
         fbb, source.name.c_str(), source.source.c_str(), &entries, &compileOptions,
         kernel.getKernelTemplate().str().c_str(), &params, planDType(kernel.getDtype()), &grid,
-        int32_t(kernel.getBlock()), int32_t(kernel.getSharedBytes()), cubins.empty() ? nullptr : &cubins));
+        int32_t(kernel.getBlock()), int32_t(kernel.getSharedBytes()), cubins.empty() ? nullptr : &cubins,
+        int32_t(kernel.getMaxCluster())));
   }
 
   int32_t addBuffer(Value value, plan::BufferKind kind, const std::string &name, int32_t index,

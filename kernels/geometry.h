@@ -28,6 +28,21 @@ struct LaunchShape {
   SymExpr grid_z = kOne;
   int block_threads = 1;
   int shared_bytes = 0;
+  // > 1: the kernel reads its cluster size at run time and accepts clusters
+  // of up to this many blocks along x; the runtime picks the size
+  // (cluster_blocks) and multiplies grid x by it.
+  int max_cluster = 1;
 };
+
+// Blocks per cluster for a kernel whose grid has `items` blocks without
+// clusters: each item is split over more blocks (a power of two up to
+// max_cluster) only while the whole grid stays within about two blocks per
+// multiprocessor. A small batch's few long rows are spread over the GPU; a
+// large batch already fills it, and a split would only add merge work.
+constexpr int cluster_blocks(long long items, int max_cluster, int multiprocessors) {
+  int c = 1;
+  while (c * 2 <= max_cluster && items * c * 2 <= 2LL * multiprocessors) c *= 2;
+  return c;
+}
 
 }  // namespace llmc_kernels

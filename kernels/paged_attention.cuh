@@ -9,48 +9,51 @@
 //   out[t, h * HEAD_DIM ...] = T(sum_j p_j v_j)
 // A row with no key (hi < lo; cannot happen for a well-formed batch) gets zeros.
 //
-// Split-KV in one launch, without workspace: a thread-block cluster of
-// kPagedAttentionCluster blocks serves each (token, kv head), and the
-// GROUP query heads of the kv head together, so each K/V element is read once
-// for all of them. The keys [lo, hi] are dealt round-robin to "slots": a slot
-// is a group of LPK lanes of one warp (LPK = lanes that cover HEAD_DIM in
-// 16-byte vectors, 16 for bf16/f16 x 128), so each warp runs 32 / LPK slots
-// and the cluster kPagedAttentionCluster * warps * 32 / LPK of them.
-//   1. each slot keeps its own online softmax (running max m, sum l and an fp32
-//      accumulator for its lanes' dims, for all GROUP heads) over its keys,
-//      kPagedAttentionUnroll keys a step with all their K and V loads issued
-//      together; logits are reduced across the slot's lanes with shuffles;
-//   2. the slots of a warp are merged with shuffles, the warps of a block in
-//      shared memory;
-//   3. after a cluster barrier, block r combines the block partials of all
-//      ranks (read through distributed shared memory) for its 1/cluster share
-//      of the GROUP * HEAD_DIM outputs, normalises and writes them once.
-// A decode step of batch B thus runs B * NUM_KV_HEADS * cluster blocks however
-// long the context is. Without clusters (compiled for < sm_90) block 0 of
-// each cluster-sized group does all the work and the others exit.
+// Work items. An item is a tile of up to TILE_TOKENS consecutive query tokens
+// of one sequence under one kv head; its rows are the (token, query head)
+// pairs, GROUP = NUM_HEADS / NUM_KV_HEADS heads a token and at most 16 rows
+// in all, so each K/V element the tile needs is read once for all of its
+// rows: the GROUP heads of a decode token, and neighbouring tokens in a
+// prefill. Tiles of sequence s are numbered from
+//   tile_start(s) = (qo_indptr[s] + (TILE_TOKENS - 1) * s) / TILE_TOKENS,
+// which leaves room for ceil(q_len(s) / TILE_TOKENS) tiles per sequence
+// (decode: tile s is token s); a tile past its sequence's tokens exits.
+//
+// Split-KV in one launch, without workspace: a thread-block cluster of C
+// blocks serves each item (C = 1..kPagedAttentionMaxCluster, chosen by the
+// runtime at launch: many blocks a row for a small batch, one for a large
+// one). The item's keys, in 16-key pages, are dealt round-robin to the
+// C * kPagedAttentionWarps warps:
+//   1. each warp keeps an online softmax per row (running max m, sum l, an
+//      fp32 accumulator) over its pages. With bf16/f16 and the usual shapes it
+//      runs on tensor cores (MmaWalk: S = Q K^T and O += P V as m16n8k16 MMAs,
+//      the tile's rows padded to 16); otherwise (fp32, small or odd head
+//      dims, misaligned pointers) a SIMT walk (SlotWalk) serves the tile one
+//      token at a time;
+//   2. the warps of a block are merged in shared memory;
+//   3. after a cluster barrier, block r combines the partials of all ranks
+//      (read through distributed shared memory) for its 1/C share of the
+//      ROWS * HEAD_DIM outputs, normalises and writes them once.
+// Logits are kept in log2 units (scaled by log2(e)) so every exponential is
+// an exp2f.
 #pragma once
 
 namespace llmc_kernels {
 
 // Chosen by measurement on an H200, Llama-3.1-8B shape (bf16, 32/8 heads, 128
-// dims): against 8 or 16 warps and unroll 2 or 8, 4 warps x unroll 4 is the
-// fastest at decode batch 8 and 64 and for prefill; 8 (16) warps are 1.5x
-// (1.8x) faster at batch 1 with 4096 keys but up to 2x slower at batch 64.
-constexpr int kPagedAttentionCluster = 8;  // blocks per (token, kv head); portable cluster max
-constexpr int kPagedAttentionWarps = 4;    // warps per block
-constexpr int kPagedAttentionUnroll = 4;   // keys per slot per step (K/V loads in flight)
+// dims): against 8 or 16 warps, 4 warps a block were the fastest at decode
+// batch 8 and 64 and for prefill.
+constexpr int kPagedAttentionMaxCluster = 8;  // blocks per item; portable cluster max
+constexpr int kPagedAttentionWarps = 4;       // warps per block
+constexpr int kPagedAttentionUnroll = 4;      // SIMT walk: keys per slot per step
+constexpr int kPagedAttentionTileRows = 16;   // query rows of one MMA tile
 
-// Whole warps; the kernel loops over HEAD_DIM, so any head_dim works.
-constexpr int paged_attention_block_threads(int head_dim) {
-  (void)head_dim;
-  return kPagedAttentionWarps * 32;
+// Query tokens a work item serves: as many as fill 16 rows with their GQA
+// group (1 when the group alone has 16 or more heads).
+constexpr int paged_attention_tile_tokens(int num_heads, int num_kv_heads) {
+  const int group = num_heads / num_kv_heads;
+  return group >= kPagedAttentionTileRows ? 1 : kPagedAttentionTileRows / group;
 }
-
-template <int HEAD_DIM>
-struct PagedAttentionCfg {
-  static constexpr int kBlock = paged_attention_block_threads(HEAD_DIM);
-  static constexpr int kCluster = kPagedAttentionCluster;
-};
 
 }  // namespace llmc_kernels
 
@@ -58,14 +61,103 @@ struct PagedAttentionCfg {
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
 #define LLMC_PAGED_ATTENTION_CLUSTERS 1
-#define LLMC_PAGED_ATTENTION_CLUSTER_DIMS __cluster_dims__(kPagedAttentionCluster, 1, 1)
 #else
 #define LLMC_PAGED_ATTENTION_CLUSTERS 0
-#define LLMC_PAGED_ATTENTION_CLUSTER_DIMS
+#endif
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define LLMC_PAGED_ATTENTION_MMA 1
+#else
+#define LLMC_PAGED_ATTENTION_MMA 0
 #endif
 
 namespace llmc_kernels {
 namespace paged_attention_detail {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---- clusters ------------------------------------------------------------------
+
+// Blocks in this block's cluster (1 when launched without clusters) and this
+// block's rank in it.
+__device__ __forceinline__ unsigned cluster_size() {
+#if LLMC_PAGED_ATTENTION_CLUSTERS
+  unsigned n;
+  asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(n));
+  return n;
+#else
+  return 1;
+#endif
+}
+
+__device__ __forceinline__ unsigned cluster_rank() {
+#if LLMC_PAGED_ATTENTION_CLUSTERS
+  unsigned r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+#else
+  return 0;
+#endif
+}
+
+// All threads of all blocks of the cluster; release/acquire orders shared
+// memory (local and distributed) around it. Only called with clusters > 1.
+__device__ __forceinline__ void cluster_sync() {
+#if LLMC_PAGED_ATTENTION_CLUSTERS
+  asm volatile(
+      "barrier.cluster.arrive.release.aligned;\n\t"
+      "barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+
+// Generic address of the variable at p (in this block's shared memory) in the
+// shared memory of block `rank` of the cluster.
+template <typename P>
+__device__ __forceinline__ const P* map_rank(const P* p, unsigned rank) {
+#if LLMC_PAGED_ATTENTION_CLUSTERS
+  unsigned long long r;
+  asm volatile("mapa.u64 %0, %1, %2;" : "=l"(r) : "l"(p), "r"(rank));
+  return reinterpret_cast<const P*>(r);
+#else
+  (void)rank;
+  return p;
+#endif
+}
+
+// ---- the work item ---------------------------------------------------------------
+
+__device__ __forceinline__ int tile_start(const int* qo_indptr, int s, int tile_tokens) {
+  return (qo_indptr[s] + (tile_tokens - 1) * s) / tile_tokens;
+}
+
+// Sequence of tile `item`: the largest s in [0, num_seqs) with
+// tile_start(s) <= item (tile_start is non-decreasing in s).
+__device__ __forceinline__ int find_tile_seq(const int* qo_indptr, int num_seqs, int item,
+                                             int tile_tokens) {
+  int lo = 0, hi = num_seqs - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (tile_start(qo_indptr, mid, tile_tokens) <= item) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
+// Tokens t0 .. t0 + tokens - 1 of one sequence and their key ranges; row
+// r = i * GROUP + g is query head kvh * GROUP + g of token t0 + i.
+template <int TQ>
+struct Tile {
+  int t0;
+  int tokens;
+  int lo[TQ];  // keys of token i: [lo[i], hi[i]] (empty for i >= tokens)
+  int hi[TQ];
+  int klo;     // union of the tokens' key ranges
+  int khi;
+};
+
+// ---- SIMT walk (any dtype and head dim) --------------------------------------------
 
 // Largest power of two <= 32 that divides `chunks` (lanes sharing one key).
 __host__ __device__ constexpr int lanes_per_key(int chunks) {
@@ -85,33 +177,14 @@ __host__ __device__ constexpr int vector_width() {
   return 1;
 }
 
-__device__ __forceinline__ unsigned cluster_rank() {
-  unsigned r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-  return r;
-}
-
-// All threads of all blocks of the cluster; release/acquire orders shared
-// memory (local and distributed) around it.
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile(
-      "barrier.cluster.arrive.release.aligned;\n\t"
-      "barrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-
-// Generic address of the variable at p (in this block's shared memory) in the
-// shared memory of block `rank` of the cluster.
-template <typename P>
-__device__ __forceinline__ const P* map_rank(const P* p, unsigned rank) {
-  unsigned long long r;
-  asm volatile("mapa.u64 %0, %1, %2;" : "=l"(r) : "l"(p), "r"(rank));
-  return reinterpret_cast<const P*>(r);
-}
-
-// Steps 1 and 2a for one warp: its slots walk their keys, then merge with
-// shuffles, after which every lane holds the warp's (m, l) and lanes
-// 0..LPK-1 the warp's accumulators. VW = elements per vector access (1 when
-// the pointers are not vector-aligned).
+// One token's GROUP heads. The keys [lo, lo + n) are dealt round-robin to
+// "slots": a slot is a group of LPK lanes of one warp (LPK = lanes that cover
+// HEAD_DIM in vectors of VW elements), so each warp runs 32 / LPK slots. Each
+// slot keeps its own online softmax, kPagedAttentionUnroll keys a step with
+// all their K and V loads issued together; logits are reduced across the
+// slot's lanes with shuffles, and the warp's slots are merged with shuffles
+// at the end: every lane then holds the warp's (m, l) and lanes 0..LPK-1 its
+// accumulators. VW = 1 when the pointers are not vector-aligned.
 template <int GROUP, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, int VW, typename T>
 struct SlotWalk {
   static constexpr int CHUNKS = HEAD_DIM / VW;          // vectors per K/V row
@@ -125,13 +198,14 @@ struct SlotWalk {
   float l[GROUP];
   float acc[GROUP][CPL][VW];  // dims (c * LPK + lane % LPK) * VW + e
 
-  // slot0: cluster-wide index of this warp's first slot; nslots: slots in the
-  // cluster. Slot s takes keys lo + s, lo + s + nslots, ...
+  // warp0: index of this warp among the item's nwarps warps.
   __device__ __forceinline__ void run(const T* q_row, const T* k_cache, const T* v_cache,
-                                      const int* pages, int kvh, int lo, int n, float scale,
-                                      int slot0, int nslots) {
+                                      const int* pages, int kvh, int lo, int n, float scale_log2,
+                                      int warp0, int nwarps) {
     const int lane = threadIdx.x & 31;
     const int sl = lane % LPK;
+    const int slot0 = warp0 * SLOTS;
+    const int nslots = nwarps * SLOTS;
     const int slot = slot0 + lane / LPK;
     const int cnt = slot < n ? (n - slot + nslots - 1) / nslots : 0;
     // Trip count of the whole warp (its first slot has the most keys), so the
@@ -212,15 +286,15 @@ struct SlotWalk {
         float mx = m[g];
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-          s[u][g] = valid[u] ? scale * s[u][g] : neg_inf();
+          s[u][g] = valid[u] ? scale_log2 * s[u][g] : neg_inf();
           mx = fmaxf(mx, s[u][g]);
         }
         // mx == -inf only for a slot with no key yet and none in this step.
-        const float alpha = m[g] == mx ? 1.f : expf(m[g] - mx);
+        const float alpha = m[g] == mx ? 1.f : exp2f(m[g] - mx);
         float sum = 0.f;
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-          p[u][g] = s[u][g] == neg_inf() ? 0.f : expf(s[u][g] - mx);
+          p[u][g] = s[u][g] == neg_inf() ? 0.f : exp2f(s[u][g] - mx);
           sum += p[u][g];
         }
         l[g] = l[g] * alpha + sum;
@@ -250,8 +324,8 @@ struct SlotWalk {
         const float mo = __shfl_xor_sync(0xffffffffu, m[g], o);
         const float lo_ = __shfl_xor_sync(0xffffffffu, l[g], o);
         const float mx = fmaxf(m[g], mo);
-        const float wa = m[g] == neg_inf() ? 0.f : expf(m[g] - mx);
-        const float wb = mo == neg_inf() ? 0.f : expf(mo - mx);
+        const float wa = m[g] == neg_inf() ? 0.f : exp2f(m[g] - mx);
+        const float wb = mo == neg_inf() ? 0.f : exp2f(mo - mx);
         l[g] = l[g] * wa + lo_ * wb;
         m[g] = mx;
 #pragma unroll
@@ -264,184 +338,428 @@ struct SlotWalk {
       }
     }
   }
-};
 
-// Shared memory of one block.
-template <int GROUP, int HEAD_DIM>
-struct PagedAttentionSmem {
-  static constexpr int WARPS = PagedAttentionCfg<HEAD_DIM>::kBlock / 32;
-  // Heads whose warp accumulators fit at once (all of them for the usual
-  // shapes; larger GROUP * HEAD_DIM are merged in several rounds).
-  static constexpr int GC0 = (32 * 1024) / (WARPS * HEAD_DIM * 4);
-  static constexpr int GC = GC0 < 1 ? 1 : (GC0 > GROUP ? GROUP : GC0);
-  static_assert(WARPS * GC * HEAD_DIM * 4 <= 32 * 1024, "HEAD_DIM too large for this kernel");
-
-  float wm[WARPS][GROUP];  // per-warp running max
-  float wl[WARPS][GROUP];  // per-warp sum of exp(logit - m)
-  float ww[WARPS][GROUP];  // exp(wm - block max)
-  float wacc[WARPS][GC][HEAD_DIM];
-  float bm[GROUP];         // the block's partial result, read by the whole cluster
-  float bl[GROUP];
-  float bacc[GROUP][HEAD_DIM];
-};
-
-// Steps 2b and 3, shared by the vectorised and the scalar walk.
-template <int NUM_HEADS, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, int VW, typename T>
-__device__ __forceinline__ void paged_attention_row(
-    PagedAttentionSmem<NUM_HEADS / NUM_KV_HEADS, HEAD_DIM>& sm, const T* q_row, const T* k_cache,
-    const T* v_cache, const int* pages, int kvh, int lo, int n, float scale, unsigned rank,
-    T* out_row) {
-  constexpr int GROUP = NUM_HEADS / NUM_KV_HEADS;
-  constexpr int BLOCK = PagedAttentionCfg<HEAD_DIM>::kBlock;
-  constexpr int WARPS = BLOCK / 32;
-  constexpr int CLUSTER = LLMC_PAGED_ATTENTION_CLUSTERS ? kPagedAttentionCluster : 1;
-  using Walk = SlotWalk<GROUP, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, VW, T>;
-  constexpr int LPK = Walk::LPK;
-  constexpr int CPL = Walk::CPL;
-  constexpr int GC = PagedAttentionSmem<GROUP, HEAD_DIM>::GC;
-  constexpr int ROUNDS = (GROUP + GC - 1) / GC;
-  auto& wm = sm.wm;
-  auto& wl = sm.wl;
-  auto& ww = sm.ww;
-  auto& wacc = sm.wacc;
-  auto& bm = sm.bm;
-  auto& bl = sm.bl;
-  auto& bacc = sm.bacc;
-
-  const int warp = threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  const int nslots = CLUSTER * WARPS * Walk::SLOTS;
-  Walk w;
-  w.run(q_row, k_cache, v_cache, pages, kvh, lo, n, scale,
-        (static_cast<int>(rank) * WARPS + warp) * Walk::SLOTS, nslots);
-
-  if (lane == 0) {
+  // The warp's partials into rows row0 .. row0 + GROUP - 1 of its shared slots.
+  template <int HD_STRIDE>
+  __device__ __forceinline__ void store(float* wm, float* wl, float (*wacc)[HD_STRIDE],
+                                        int row0) const {
+    const int lane = threadIdx.x & 31;
+    if (lane == 0) {
 #pragma unroll
-    for (int g = 0; g < GROUP; ++g) {
-      wm[warp][g] = w.m[g];
-      wl[warp][g] = w.l[g];
+      for (int g = 0; g < GROUP; ++g) {
+        wm[row0 + g] = m[g];
+        wl[row0 + g] = l[g];
+      }
     }
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < WARPS * GROUP; i += BLOCK) {
-    const int g = i % GROUP;
-    float mx = neg_inf();
-#pragma unroll
-    for (int v = 0; v < WARPS; ++v) mx = fmaxf(mx, wm[v][g]);
-    const float mv = wm[i / GROUP][g];
-    ww[i / GROUP][g] = mv == neg_inf() ? 0.f : expf(mv - mx);
-    if (i < GROUP) bm[g] = mx;
-  }
-#pragma unroll
-  for (int r = 0; r < ROUNDS; ++r) {
     if (lane < LPK) {
 #pragma unroll
-      for (int g = r * GC; g < (r + 1) * GC && g < GROUP; ++g)
+      for (int g = 0; g < GROUP; ++g)
 #pragma unroll
         for (int c = 0; c < CPL; ++c)
 #pragma unroll
-          for (int e = 0; e < VW; ++e) wacc[warp][g - r * GC][(c * LPK + lane) * VW + e] = w.acc[g][c][e];
+          for (int e = 0; e < VW; ++e) wacc[row0 + g][(c * LPK + lane) * VW + e] = acc[g][c][e];
     }
-    __syncthreads();  // also publishes ww / bm on the first round
-    const int heads = (r + 1) * GC <= GROUP ? GC : GROUP - r * GC;
-    for (int i = threadIdx.x; i < heads * HEAD_DIM; i += BLOCK) {
-      const int gl = i / HEAD_DIM;
-      const int d = i % HEAD_DIM;
-      float a = 0.f;
-#pragma unroll
-      for (int v = 0; v < WARPS; ++v) a += ww[v][r * GC + gl] * wacc[v][gl][d];
-      bacc[r * GC + gl][d] = a;
-    }
-    if (r + 1 < ROUNDS) __syncthreads();  // wacc is rewritten by the next round
   }
-  for (int g = threadIdx.x; g < GROUP; g += BLOCK) {
-    float s = 0.f;
+};
+
+// ---- tensor-core walk (bf16/f16, HEAD_DIM % 64 == 0, 16-key pages) -------------------
+
+#if LLMC_PAGED_ATTENTION_MMA
+// d += a b for one m16n8k16 tile: a = 4 registers of packed T pairs (rows
+// lane / 4 and lane / 4 + 8), b = 2 (column lane / 4), d fp32.
+template <typename T>
+__device__ __forceinline__ void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0,
+                                          unsigned b1);
+template <>
+__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&d)[4], const unsigned (&a)[4],
+                                                         unsigned b0, unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma_16816<__half>(float (&d)[4], const unsigned (&a)[4],
+                                                  unsigned b0, unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// (lo, hi) rounded to T and packed as the MMA operands hold them.
+template <typename T>
+__device__ __forceinline__ unsigned pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ unsigned pack2<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&v);
+}
+template <>
+__device__ __forceinline__ unsigned pack2<__half>(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&v);
+}
+
+__device__ __forceinline__ unsigned word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// A warp walks 16-key pages with the tile's rows as the MMA's M dimension.
+// Lane l works on rows g = l / 4 and g + 8 and quad column qd = l % 4.
+//
+// S = Q K^T, k-dimension = head dims. A dot product does not depend on the
+// order of its terms, so the head dims are assigned to the MMA's k slots in
+// the order that lets each lane load whole 16-byte chunks: in k-step s,
+// lane qd's k slots {2qd, 2qd+1, 2qd+8, 2qd+9} are dims
+// (s / 2 * 4 + qd) * 8 + (s % 2) * 4 + {0, 1, 2, 3}, for Q (A operand, rows g,
+// g + 8) and K (B operand, keys g and g + 8 of the page) alike.
+//
+// O = P V, n-dimension = head dims: output column n of n-tile nt is dim
+// n * NT + nt, so lane g loads dims [g * NT, (g + 1) * NT) of its four keys
+// (2qd, 2qd+1, 2qd+8, 2qd+9) and the accumulator of lane (g, qd) holds dims
+// [2qd * NT, (2qd + 2) * NT) of rows g and g + 8.
+template <int GROUP, int TQ, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, typename T>
+struct MmaWalk {
+  static constexpr int ROWS = GROUP * TQ;
+  static constexpr int KSTEPS = HEAD_DIM / 16;  // k-steps of S = Q K^T
+  static constexpr int KCH = HEAD_DIM / 32;     // 16-byte chunks of a K row per lane
+  static constexpr int NT = HEAD_DIM / 8;       // n-tiles of O = P V
+  static constexpr int VCH = NT / 8;            // 16-byte chunks of a V row per lane
+  static_assert(ROWS <= 16 && HEAD_DIM % 64 == 0 && PAGE_SIZE % 16 == 0 && sizeof(T) == 2,
+                "shape the tensor-core walk does not fit");
+
+  float m[2];  // rows g, g + 8 (log2 units)
+  float l[2];  // this lane's share until the end of run()
+  float o[NT][4];
+
+  __device__ __forceinline__ void run(const T* q, int q_stride, const T* k_cache,
+                                      const T* v_cache, const int* pages, int kvh,
+                                      const Tile<TQ>& tile, float scale_log2, int warp0,
+                                      int nwarps) {
+    const int lane = threadIdx.x & 31;
+    const int g = lane >> 2;
+    const int qd = lane & 3;
+
+    int rlo[2], rhi[2];  // key range of rows g, g + 8 (empty for padding rows)
+    unsigned qa[KSTEPS][4];
 #pragma unroll
-    for (int v = 0; v < WARPS; ++v) s += ww[v][g] * wl[v][g];
-    bl[g] = s;
+    for (int h = 0; h < 2; ++h) {
+      const int row = g + 8 * h;
+      const int token = row / GROUP;
+      m[h] = neg_inf();
+      l[h] = 0.f;
+      const bool real = row < ROWS && token < tile.tokens;
+      rlo[h] = real ? tile.lo[token < TQ ? token : 0] : 1;
+      rhi[h] = real ? tile.hi[token < TQ ? token : 0] : 0;
+      const T* q_row = q + static_cast<long long>(tile.t0 + (real ? token : 0)) * q_stride +
+                       (kvh * GROUP + row % GROUP) * HEAD_DIM;
+#pragma unroll
+      for (int j = 0; j < KCH; ++j) {
+        const uint4 v = real ? *reinterpret_cast<const uint4*>(q_row + (j * 4 + qd) * 8)
+                             : make_uint4(0, 0, 0, 0);
+        qa[2 * j][h] = v.x;
+        qa[2 * j][2 + h] = v.y;
+        qa[2 * j + 1][h] = v.z;
+        qa[2 * j + 1][2 + h] = v.w;
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[nt][e] = 0.f;
+
+    const int first = tile.klo / 16, last = tile.khi / 16;
+    for (int kp = first + warp0; kp <= last; kp += nwarps) {
+      const int base = kp * 16;
+      const long long page = pages[base / PAGE_SIZE];
+      const T* k_page = k_cache + ((page * PAGE_SIZE + base % PAGE_SIZE) * NUM_KV_HEADS + kvh) *
+                                      static_cast<long long>(HEAD_DIM);
+      const T* v_page = v_cache + (k_page - k_cache);
+      constexpr int KEY_STRIDE = NUM_KV_HEADS * HEAD_DIM;
+
+      // Keys outside [klo, khi] (the ends of the range; slots of the last
+      // page not written yet) are not loaded: zeros keep every product finite.
+      uint4 kf[2][KCH];
+#pragma unroll
+      for (int nt2 = 0; nt2 < 2; ++nt2) {
+        const int key = nt2 * 8 + g;
+        const bool ok = base + key >= tile.klo && base + key <= tile.khi;
+#pragma unroll
+        for (int c = 0; c < KCH; ++c)
+          kf[nt2][c] = ok ? *reinterpret_cast<const uint4*>(k_page + key * KEY_STRIDE + (c * 4 + qd) * 8)
+                          : make_uint4(0, 0, 0, 0);
+      }
+      uint4 vf[4][VCH];
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const int key = 2 * qd + (a & 1) + (a >> 1) * 8;
+        const bool ok = base + key >= tile.klo && base + key <= tile.khi;
+#pragma unroll
+        for (int c = 0; c < VCH; ++c)
+          vf[a][c] = ok ? *reinterpret_cast<const uint4*>(v_page + key * KEY_STRIDE + g * NT + c * 8)
+                        : make_uint4(0, 0, 0, 0);
+      }
+
+      // S: rows x 16 keys; s[nt2][2h + e] = (row g + 8h, key nt2 * 8 + 2qd + e).
+      float s[2][4];
+#pragma unroll
+      for (int nt2 = 0; nt2 < 2; ++nt2) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nt2][e] = 0.f;
+#pragma unroll
+        for (int st = 0; st < KSTEPS; ++st) {
+          const uint4& k = kf[nt2][st / 2];
+          mma_16816<T>(s[nt2], qa[st], st % 2 ? k.z : k.x, st % 2 ? k.w : k.y);
+        }
+      }
+
+      // Online softmax per row; a row's 16 keys sit in the 4 lanes of a quad.
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float mx = m[h];
+#pragma unroll
+        for (int nt2 = 0; nt2 < 2; ++nt2)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int key = base + nt2 * 8 + 2 * qd + e;
+            float& x = s[nt2][2 * h + e];
+            x = key >= rlo[h] && key <= rhi[h] ? x * scale_log2 : neg_inf();
+            mx = fmaxf(mx, x);
+          }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float alpha = m[h] == mx ? 1.f : exp2f(m[h] - mx);
+        float sum = 0.f;
+#pragma unroll
+        for (int nt2 = 0; nt2 < 2; ++nt2)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& x = s[nt2][2 * h + e];
+            x = x == neg_inf() ? 0.f : exp2f(x - mx);
+            sum += x;
+          }
+        l[h] = l[h] * alpha + sum;
+        m[h] = mx;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          o[nt][2 * h] *= alpha;
+          o[nt][2 * h + 1] *= alpha;
+        }
+      }
+
+      // O += P V: P is the A operand straight from S's accumulator layout.
+      const unsigned pa[4] = {pack2<T>(s[0][0], s[0][1]), pack2<T>(s[0][2], s[0][3]),
+                              pack2<T>(s[1][0], s[1][1]), pack2<T>(s[1][2], s[1][3])};
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const int w = nt / 2;  // 32-bit word of this lane's NT dims
+        const unsigned sel = nt % 2 ? 0x7632u : 0x5410u;  // high or low halves
+        const unsigned b0 = __byte_perm(word(vf[0][w / 4], w % 4), word(vf[1][w / 4], w % 4), sel);
+        const unsigned b1 = __byte_perm(word(vf[2][w / 4], w % 4), word(vf[3][w / 4], w % 4), sel);
+        mma_16816<T>(o[nt], pa, b0, b1);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+      l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+    }
   }
 
-  // Step 3: block `rank` finalises outputs [rank * PER, (rank + 1) * PER).
-  if constexpr (CLUSTER > 1) {
-    cluster_sync();
-  } else {
-    __syncthreads();
-  }
-  constexpr int TOTAL = GROUP * HEAD_DIM;
-  constexpr int PER = (TOTAL + CLUSTER - 1) / CLUSTER;
-  for (int k = threadIdx.x; k < PER; k += BLOCK) {
-    const int i = static_cast<int>(rank) * PER + k;
-    if (i < TOTAL) {
-      const int g = i / HEAD_DIM;
-      const int d = i % HEAD_DIM;
-      float mr[CLUSTER];
-      float mx = neg_inf();
+  template <int HD_STRIDE>
+  __device__ __forceinline__ void store(float* wm, float* wl, float (*wacc)[HD_STRIDE]) const {
+    const int lane = threadIdx.x & 31;
+    const int g = lane >> 2;
+    const int qd = lane & 3;
 #pragma unroll
-      for (int b = 0; b < CLUSTER; ++b) {
-        mr[b] = CLUSTER > 1 ? *map_rank(&bm[g], b) : bm[g];
-        mx = fmaxf(mx, mr[b]);
+    for (int h = 0; h < 2; ++h) {
+      const int row = g + 8 * h;
+      if (row >= ROWS) continue;
+      if (qd == 0) {
+        wm[row] = m[h];
+        wl[row] = l[h];
       }
-      float o = 0.f, den = 0.f;
 #pragma unroll
-      for (int b = 0; b < CLUSTER; ++b) {
-        const float wb = mr[b] == neg_inf() ? 0.f : expf(mr[b] - mx);
-        const float ab = CLUSTER > 1 ? *map_rank(&bacc[g][d], b) : bacc[g][d];
-        const float lb = CLUSTER > 1 ? *map_rank(&bl[g], b) : bl[g];
-        o += wb * ab;
-        den += wb * lb;
+      for (int nt = 0; nt < NT; ++nt) {
+        wacc[row][2 * qd * NT + nt] = o[nt][2 * h];
+        wacc[row][(2 * qd + 1) * NT + nt] = o[nt][2 * h + 1];
       }
-      out_row[i] = from_float<T>(den > 0.f ? o / den : 0.f);
     }
   }
-  // No block may exit (releasing its shared memory) while others read it.
-  if constexpr (CLUSTER > 1) cluster_sync();
+};
+#endif  // LLMC_PAGED_ATTENTION_MMA
+
+template <typename T, int HEAD_DIM, int PAGE_SIZE, int ROWS>
+constexpr bool use_mma() {
+  return LLMC_PAGED_ATTENTION_MMA && sizeof(T) == 2 && HEAD_DIM % 64 == 0 &&
+         PAGE_SIZE % 16 == 0 && ROWS <= 16;
 }
+
+// Shared memory of one block. The block's merged accumulator (read by the
+// whole cluster) is written over warp 0's.
+template <int ROWS, int HEAD_DIM>
+struct PagedAttentionSmem {
+  static constexpr int WARPS = kPagedAttentionWarps;
+  float wm[WARPS][ROWS];  // per-warp running max (log2 units)
+  float wl[WARPS][ROWS];  // per-warp sum of exp2(logit - m)
+  float ww[WARPS][ROWS];  // exp2(wm - block max)
+  float bm[ROWS];         // the block's partial result
+  float bl[ROWS];
+  float wacc[WARPS][ROWS][HEAD_DIM];  // wacc[0] = the block's accumulator after step 2
+};
 
 }  // namespace paged_attention_detail
 
-// grid = (tokens * kPagedAttentionCluster, NUM_KV_HEADS), clusters of
-// (kPagedAttentionCluster, 1, 1): cluster t serves token t.
+// grid = (tiles * C, NUM_KV_HEADS), clusters of (C, 1, 1) with C chosen at
+// launch (no cluster: C = 1): cluster i serves tile i.
 template <int NUM_HEADS, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, typename T>
-__global__ void LLMC_PAGED_ATTENTION_CLUSTER_DIMS __launch_bounds__(PagedAttentionCfg<HEAD_DIM>::kBlock)
+__global__ void __launch_bounds__(kPagedAttentionWarps * 32)
     paged_attention(const T* q, const T* k_cache, const T* v_cache, const int* positions,
                     const int* qo_indptr, const int* kv_indptr, const int* kv_page_indices,
                     const int* kv_last_page_len, T* out, float scale, int sliding_window,
                     int num_tokens, int num_seqs) {
   static_assert(NUM_HEADS % NUM_KV_HEADS == 0, "GQA needs NUM_HEADS % NUM_KV_HEADS == 0");
   constexpr int GROUP = NUM_HEADS / NUM_KV_HEADS;
+  constexpr int TQ = paged_attention_tile_tokens(NUM_HEADS, NUM_KV_HEADS);
+  constexpr int ROWS = GROUP * TQ;
+  constexpr int WARPS = kPagedAttentionWarps;
+  constexpr int BLOCK = WARPS * 32;
   namespace pad = paged_attention_detail;
+  using Smem = pad::PagedAttentionSmem<ROWS, HEAD_DIM>;
+  static_assert(sizeof(Smem) <= 48 * 1024, "GQA group x head_dim too large for paged_attention");
 
-#if LLMC_PAGED_ATTENTION_CLUSTERS
+  const unsigned csize = pad::cluster_size();
   const unsigned rank = pad::cluster_rank();
-#else
-  if (blockIdx.x % kPagedAttentionCluster != 0) return;
-  const unsigned rank = 0;
-#endif
-  const int t = blockIdx.x / kPagedAttentionCluster;
+  const int item = blockIdx.x / csize;
   const int kvh = blockIdx.y;
-  if (t >= num_tokens) return;  // the whole cluster alike
 
-  const int seq = find_seq(qo_indptr, num_seqs, t);
-  const int pos = positions[t];
+  // The tile (the same for every block of the cluster, so a spare tile's
+  // cluster exits as a whole).
+  const int seq = pad::find_tile_seq(qo_indptr, num_seqs, item, TQ);
+  pad::Tile<TQ> tile;
+  tile.t0 = qo_indptr[seq] + (item - pad::tile_start(qo_indptr, seq, TQ)) * TQ;
+  const int t_end = min(qo_indptr[seq + 1], num_tokens);
+  if (tile.t0 >= t_end) return;
+  tile.tokens = min(TQ, t_end - tile.t0);
   const int kv_len = seq_kv_len(kv_indptr, kv_last_page_len, seq, PAGE_SIZE);
-  const int hi = min(pos, kv_len - 1);
-  const int lo = sliding_window > 0 ? max(0, pos - sliding_window + 1) : 0;
-  const int n = hi >= lo ? hi - lo + 1 : 0;
+  tile.klo = 0x7fffffff;
+  tile.khi = -1;
+#pragma unroll
+  for (int i = 0; i < TQ; ++i) {
+    if (i < tile.tokens) {
+      const int pos = positions[tile.t0 + i];
+      tile.hi[i] = min(pos, kv_len - 1);
+      tile.lo[i] = sliding_window > 0 ? max(0, pos - sliding_window + 1) : 0;
+    } else {
+      tile.lo[i] = 1;
+      tile.hi[i] = 0;
+    }
+    if (tile.hi[i] >= tile.lo[i]) {
+      tile.klo = min(tile.klo, tile.lo[i]);
+      tile.khi = max(tile.khi, tile.hi[i]);
+    }
+  }
+  if (tile.khi < 0) tile.klo = 0;  // no keys at all: an empty walk
   const int* pages = kv_page_indices + kv_indptr[seq];
 
-  // The GROUP query heads of kv head kvh are contiguous in the q row.
-  const long long row = static_cast<long long>(t) * (NUM_HEADS * HEAD_DIM) +
-                        static_cast<long long>(kvh) * (GROUP * HEAD_DIM);
-  __shared__ pad::PagedAttentionSmem<GROUP, HEAD_DIM> sm;
-  constexpr int VW = pad::vector_width<T, HEAD_DIM>();
-  if (VW > 1 && is_aligned(q, VW * sizeof(T)) && is_aligned(k_cache, VW * sizeof(T)) &&
-      is_aligned(v_cache, VW * sizeof(T))) {
-    pad::paged_attention_row<NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, VW>(
-        sm, q + row, k_cache, v_cache, pages, kvh, lo, n, scale, rank, out + row);
-  } else {
-    pad::paged_attention_row<NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, 1>(
-        sm, q + row, k_cache, v_cache, pages, kvh, lo, n, scale, rank, out + row);
+  __shared__ Smem sm;
+  const int warp = threadIdx.x / 32;
+  const int warp0 = static_cast<int>(rank) * WARPS + warp;
+  const int nwarps = static_cast<int>(csize) * WARPS;
+  const float scale_log2 = scale * pad::kLog2e;
+  constexpr int Q_STRIDE = NUM_HEADS * HEAD_DIM;
+
+  // Step 1: this warp's pages, into its shared slots.
+  bool done = false;
+  if constexpr (pad::use_mma<T, HEAD_DIM, PAGE_SIZE, ROWS>()) {
+#if LLMC_PAGED_ATTENTION_MMA
+    if (is_aligned(q, 16) && is_aligned(k_cache, 16) && is_aligned(v_cache, 16)) {
+      pad::MmaWalk<GROUP, TQ, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, T> w;
+      w.run(q, Q_STRIDE, k_cache, v_cache, pages, kvh, tile, scale_log2, warp0, nwarps);
+      w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp]);
+      done = true;
+    }
+#endif
   }
+  if (!done) {
+    constexpr int VW = pad::vector_width<T, HEAD_DIM>();
+    const bool vec = VW > 1 && is_aligned(q, VW * sizeof(T)) &&
+                     is_aligned(k_cache, VW * sizeof(T)) && is_aligned(v_cache, VW * sizeof(T));
+    for (int i = 0; i < TQ; ++i) {
+      const int n = tile.hi[i] >= tile.lo[i] ? tile.hi[i] - tile.lo[i] + 1 : 0;
+      const T* q_row = q + static_cast<long long>(tile.t0 + (i < tile.tokens ? i : 0)) * Q_STRIDE +
+                       kvh * GROUP * HEAD_DIM;
+      if (vec) {
+        pad::SlotWalk<GROUP, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, VW, T> w;
+        w.run(q_row, k_cache, v_cache, pages, kvh, tile.lo[i], n, scale_log2, warp0, nwarps);
+        w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp], i * GROUP);
+      } else {
+        pad::SlotWalk<GROUP, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, 1, T> w;
+        w.run(q_row, k_cache, v_cache, pages, kvh, tile.lo[i], n, scale_log2, warp0, nwarps);
+        w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp], i * GROUP);
+      }
+    }
+  }
+  __syncthreads();
+
+  // Step 2: merge the block's warps.
+  for (int r = threadIdx.x; r < ROWS; r += BLOCK) {
+    float mx = neg_inf();
+#pragma unroll
+    for (int v = 0; v < WARPS; ++v) mx = fmaxf(mx, sm.wm[v][r]);
+    float den = 0.f;
+#pragma unroll
+    for (int v = 0; v < WARPS; ++v) {
+      const float mv = sm.wm[v][r];
+      sm.ww[v][r] = mv == neg_inf() ? 0.f : exp2f(mv - mx);
+      den += sm.ww[v][r] * sm.wl[v][r];
+    }
+    sm.bm[r] = mx;
+    sm.bl[r] = den;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < ROWS * HEAD_DIM; i += BLOCK) {
+    const int r = i / HEAD_DIM;
+    const int d = i % HEAD_DIM;
+    float a = 0.f;
+#pragma unroll
+    for (int v = 0; v < WARPS; ++v) a += sm.ww[v][r] * sm.wacc[v][r][d];
+    sm.wacc[0][r][d] = a;
+  }
+
+  // Step 3: block `rank` finalises outputs [rank * per, (rank + 1) * per).
+  const bool clustered = csize > 1;
+  if (clustered) {
+    pad::cluster_sync();
+  } else {
+    __syncthreads();
+  }
+  constexpr int TOTAL = ROWS * HEAD_DIM;
+  const int per = (TOTAL + static_cast<int>(csize) - 1) / static_cast<int>(csize);
+  for (int k = threadIdx.x; k < per; k += BLOCK) {
+    const int i = static_cast<int>(rank) * per + k;
+    const int r = i / HEAD_DIM;
+    if (i >= TOTAL || r / GROUP >= tile.tokens) continue;
+    const int d = i % HEAD_DIM;
+    float mx = neg_inf();
+    for (unsigned b = 0; b < csize; ++b)
+      mx = fmaxf(mx, clustered ? *pad::map_rank(&sm.bm[r], b) : sm.bm[r]);
+    float o = 0.f, den = 0.f;
+    for (unsigned b = 0; b < csize; ++b) {
+      const float mb = clustered ? *pad::map_rank(&sm.bm[r], b) : sm.bm[r];
+      const float wb = mb == neg_inf() ? 0.f : exp2f(mb - mx);
+      o += wb * (clustered ? *pad::map_rank(&sm.wacc[0][r][d], b) : sm.wacc[0][r][d]);
+      den += wb * (clustered ? *pad::map_rank(&sm.bl[r], b) : sm.bl[r]);
+    }
+    const long long t = tile.t0 + r / GROUP;
+    out[t * Q_STRIDE + (kvh * GROUP + r % GROUP) * HEAD_DIM + d] =
+        from_float<T>(den > 0.f ? o / den : 0.f);
+  }
+  // No block may exit (releasing its shared memory) while others read it.
+  if (clustered) pad::cluster_sync();
 }
 
 }  // namespace llmc_kernels
@@ -451,13 +769,17 @@ __global__ void LLMC_PAGED_ATTENTION_CLUSTER_DIMS __launch_bounds__(PagedAttenti
 // ---- launch geometry (host and device) ----
 namespace llmc_kernels {
 
-// Cluster t (blocks [t * C, (t + 1) * C), C = kPagedAttentionCluster) serves
-// token t; grid.x is a multiple of C as __cluster_dims__ requires.
-constexpr LaunchShape paged_attention_launch(int num_kv_heads, int head_dim) {
+// x: one work item per tile, ceil((tokens + (TILE_TOKENS - 1) * seqs) /
+// TILE_TOKENS) of them (enough for every sequence's tiles, see the top of
+// the file); the runtime multiplies x by the cluster size it picks.
+// y: one kv head (GQA group) each.
+constexpr LaunchShape paged_attention_launch(int num_heads, int num_kv_heads) {
+  const int tile_tokens = paged_attention_tile_tokens(num_heads, num_kv_heads);
   LaunchShape s;
-  s.grid_x = SymExpr{kPagedAttentionCluster, 0, 0, 1};  // one cluster per query row
-  s.grid_y = SymExpr{0, 0, num_kv_heads, 1};            // one GQA group (kv head) each
-  s.block_threads = paged_attention_block_threads(head_dim);
+  s.grid_x = SymExpr{1, tile_tokens - 1, 0, tile_tokens};
+  s.grid_y = SymExpr{0, 0, num_kv_heads, 1};
+  s.block_threads = kPagedAttentionWarps * 32;
+  s.max_cluster = kPagedAttentionMaxCluster;
   return s;
 }
 

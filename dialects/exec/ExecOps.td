@@ -81,7 +81,9 @@ def Exec_KernelOp : Exec_Op<"kernel", [Symbol]> {
   let description = [{
     `kernel_template` names the kernels/<template>.cuh file, `params` its integer
     template arguments in order and `dtype` its element type. The launch
-    geometry comes from the template's geometry section.
+    geometry comes from the template's geometry section; `max_cluster` > 1
+    (default 1) lets the runtime launch thread-block clusters of up to that
+    many blocks along x.
 
     ```mlir
     exec.kernel @add_rms_norm_4096_bf16 {kernel_template = "add_rms_norm",
@@ -93,7 +95,8 @@ def Exec_KernelOp : Exec_Op<"kernel", [Symbol]> {
   let arguments = (ins SymbolNameAttr:$sym_name, StrAttr:$kernel_template,
                        DenseI64ArrayAttr:$params, TypeAttr:$dtype,
                        TypedArrayAttrBase<Exec_SymExprAttr, "grid">:$grid,
-                       I64Attr:$block, I64Attr:$shared_bytes);
+                       I64Attr:$block, I64Attr:$shared_bytes,
+                       DefaultValuedAttr<I64Attr, "1">:$max_cluster);
   let assemblyFormat = "$sym_name attr-dict";
   let hasVerifier = 1;
 }

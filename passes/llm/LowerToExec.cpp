@@ -294,7 +294,7 @@ private:
       auto op = exec::KernelOp::create(moduleBuilder, 
           func.getLoc(), name, templateName, moduleBuilder.getDenseI64ArrayAttr(params), dtype,
           moduleBuilder.getArrayAttr({sym(shape.grid_x), sym(shape.grid_y), sym(shape.grid_z)}),
-          int64_t(shape.block_threads), int64_t(shape.shared_bytes));
+          int64_t(shape.block_threads), int64_t(shape.shared_bytes), int64_t(shape.max_cluster));
       symbols.insert(op);
     }
     return FlatSymbolRefAttr::get(builder.getContext(), name);

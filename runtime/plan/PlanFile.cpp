@@ -159,6 +159,7 @@ void checkSemantics(const Plan &plan, const std::string &source) {
         if (!cubin->arch() || !cubin->lowered_name() || !cubin->data() || cubin->data()->size() == 0)
           fail(source, "precompiled kernel lacks its arch, entry name or binary");
     checkRange(source, kernel->shared_bytes(), 0, 228 * 1024, "kernel shared memory");
+    checkRange(source, kernel->max_cluster(), 1, 8, "kernel cluster size");
   }
 
   for (const RankProgram *rank : *plan.ranks()) {

@@ -14,7 +14,7 @@
 namespace llmc::plan {
 
 inline constexpr int kSchemaMajor = 1;
-inline constexpr int kSchemaMinor = 1;
+inline constexpr int kSchemaMinor = 2;
 
 class PlanError : public std::runtime_error {
 public:

@@ -265,6 +265,12 @@ exec.kernel @div {kernel_template = "rms_norm", params = array<i64: 4>, dtype = 
 
 // -----
 
+// Thread-block clusters hold at most 8 blocks (the portable maximum).
+// expected-error @+1 {{max_cluster must be in [1, 8] blocks, got 16}}
+exec.kernel @wide {kernel_template = "paged_attention", params = array<i64: 4, 2, 16, 16>, dtype = bf16, grid = [#exec.sym<tokens = 1>, #exec.sym<constant = 2>, #exec.sym<constant = 1>], block = 128 : i64, shared_bytes = 0 : i64, max_cluster = 16 : i64}
+
+// -----
+
 // GEMM weights map the input columns to the output columns.
 func.func @gemm_shape(%x: !exec.buf<tokens, 16, bf16>, %y: !exec.buf<tokens, 8, bf16>) {
   %w = exec.weight ["w"] {source_shapes = [array<i64: 4, 16>]} : memref<4x16xbf16>

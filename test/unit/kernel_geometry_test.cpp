@@ -1,6 +1,8 @@
 // The kernel catalog's launch geometry and NVRTC names.
 
 #include "kernels/Catalog.h"
+#include "kernels/geometry.h"
+#include "kernels/paged_attention.cuh"
 
 #include <gtest/gtest.h>
 
@@ -40,16 +42,35 @@ TEST(KernelGeometry, BlockSizesFollowTheRowWidth) {
   EXPECT_EQ(launch("rms_norm", {64}).block_threads, 32);
 }
 
-TEST(KernelGeometry, AttentionCoversEveryKvHeadOfEveryToken) {
-  // One thread-block cluster of 8 blocks (__cluster_dims__(8, 1, 1) in
-  // kernels/paged_attention.cuh) per (token, kv head): grid.x must stay a
-  // multiple of the cluster size.
+TEST(KernelGeometry, AttentionCoversEveryTileOfEveryKvHead) {
+  // Llama-3-8B: a GQA group of 4 heads, so a tile holds 4 tokens (16 rows).
+  EXPECT_EQ(llmc_kernels::paged_attention_tile_tokens(32, 8), 4);
+  EXPECT_EQ(llmc_kernels::paged_attention_tile_tokens(28, 4), 2);  // Qwen2-7B: 7 heads
+  EXPECT_EQ(llmc_kernels::paged_attention_tile_tokens(32, 32), 16);  // MHA
+  EXPECT_EQ(llmc_kernels::paged_attention_tile_tokens(64, 2), 1);  // 32 heads
   LaunchShape shape = launch("paged_attention", {32, 8, 128, 16});
-  EXPECT_EQ(shape.grid_x.eval(100, 4), 100 * 8);
-  EXPECT_EQ(shape.grid_x.eval(37, 5) % 8, 0);
+  // Decode (one token a sequence): one tile per sequence.
+  EXPECT_EQ(shape.grid_x.eval(100, 100), 100);
+  // Prefill of one 4096-token sequence: 1024 tiles (and a spare that exits).
+  EXPECT_EQ(shape.grid_x.eval(4096, 1), 1025);
+  // Ragged: sequences of 5, 1 and 2 tokens need 2 + 1 + 1 tiles; the grid
+  // counts ceil((8 + 3 * 3) / 4) = 5, enough for any split of 8 tokens.
+  EXPECT_EQ(shape.grid_x.eval(8, 3), 5);
   EXPECT_EQ(shape.grid_y.eval(100, 4), 8);
   EXPECT_EQ(shape.block_threads, 128);
   EXPECT_EQ(shape.shared_bytes, 0);
+  EXPECT_EQ(shape.max_cluster, 8);
+}
+
+TEST(KernelGeometry, ClustersSplitItemsOnlyWhileTheGridIsSmall) {
+  using llmc_kernels::cluster_blocks;
+  // 132 multiprocessors (H100/H200): up to 264 blocks in all.
+  EXPECT_EQ(cluster_blocks(8, 8, 132), 8);    // decode batch 1, 8 kv heads
+  EXPECT_EQ(cluster_blocks(64, 8, 132), 4);   // batch 8
+  EXPECT_EQ(cluster_blocks(128, 8, 132), 2);  // batch 16
+  EXPECT_EQ(cluster_blocks(256, 8, 132), 1);  // batch 32 and up
+  EXPECT_EQ(cluster_blocks(8, 2, 132), 2);    // never above the kernel's maximum
+  EXPECT_EQ(cluster_blocks(8, 1, 132), 1);
 }
 
 TEST(KernelGeometry, SiluMulCoversAllColumns) {

@@ -20,6 +20,7 @@ struct PlanShape {
   int launch_buffer = 0;   // buffer index the launch passes
   int param_index = 0;     // parameter index of the weight buffer
   int64_t hidden = 16;     // the rms_norm kernel's HIDDEN template parameter
+  int max_cluster = 1;     // thread-block cluster size the kernel accepts
 };
 
 // A one-kernel, one-launch, one-GEMM plan, like a tiny compiled model.
@@ -35,7 +36,7 @@ std::vector<uint8_t> buildPlan(const PlanShape &shape = {}) {
   std::vector<int64_t> params = {shape.hidden};
   std::vector<flatbuffers::Offset<KernelModule>> kernels = {CreateKernelModuleDirect(
       fbb, "rms_norm_16_f32", "// source", &entries, nullptr, "rms_norm", &params, DType::f32, &grid,
-      32, 0)};
+      32, 0, nullptr, shape.max_cluster)};
   std::vector<int64_t> weightShape = {16};
   std::vector<flatbuffers::Offset<WeightSource>> sources = {
       CreateWeightSourceDirect(fbb, "norm.weight", &weightShape)};
@@ -135,6 +136,15 @@ TEST(PlanFile, LaunchArgumentsMustFitTheKernel) {
   EXPECT_NE(errorOf(buildPlan(wider)).find("does not have the width its template parameters require"),
             std::string::npos)
       << errorOf(buildPlan(wider));
+}
+
+TEST(PlanFile, ClusterSizesBeyondThePortableMaximumAreRejected) {
+  PlanShape wide;
+  wide.max_cluster = 16;
+  EXPECT_NE(errorOf(buildPlan(wide)).find("kernel cluster size 16 is outside [1, 8]"), std::string::npos)
+      << errorOf(buildPlan(wide));
+  wide.max_cluster = 8;
+  EXPECT_EQ(errorOf(buildPlan(wide)), "");
 }
 
 TEST(PlanFile, LoadNamesMissingEngine) {

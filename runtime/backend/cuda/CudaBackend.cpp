@@ -1,5 +1,7 @@
 #include "runtime/backend/cuda/CudaBackend.h"
 
+#include "kernels/geometry.h"
+
 #include "runtime/jit/KernelCache.h"
 #include "runtime/jit/Nvrtc.h"
 #include "runtime/support/Math.h"
@@ -43,6 +45,9 @@ CudaBackend::CudaBackend(int device) : driver_(cuda::Driver::get()) {
   driver_.check(driver_.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device_),
                 "cuDeviceGetAttribute");
   arch_ = "sm_" + std::to_string(major * 10 + minor);
+  clusters_ = major >= 9;
+  driver_.check(driver_.cuDeviceGetAttribute(&multiprocessors_, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device_),
+                "cuDeviceGetAttribute");
   driver_.check(driver_.cuDevicePrimaryCtxRetain(&context_, device_), "cuDevicePrimaryCtxRetain");
   driver_.check(driver_.cuCtxSetCurrent(context_), "cuCtxSetCurrent");
   driver_.check(driver_.cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
@@ -160,9 +165,26 @@ void CudaBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<
     }
     ++n;
   }
-  driver_.check(driver_.cuLaunchKernel(functions_.at(size_t(kernelIndex)), grid[0], grid[1], grid[2],
-                                       unsigned(kernel.block_threads()), 1, 1,
-                                       unsigned(kernel.shared_bytes()), stream_, params, nullptr),
+  CUlaunchConfig config{};
+  config.gridDimX = grid[0];
+  config.gridDimY = grid[1];
+  config.gridDimZ = grid[2];
+  config.blockDimX = unsigned(kernel.block_threads());
+  config.blockDimY = config.blockDimZ = 1;
+  config.sharedMemBytes = unsigned(kernel.shared_bytes());
+  config.hStream = stream_;
+  CUlaunchAttribute cluster{};
+  if (kernel.max_cluster() > 1 && clusters_) {
+    const int blocks = llmc_kernels::cluster_blocks(int64_t(grid[0]) * grid[1] * grid[2],
+                                                    kernel.max_cluster(), multiprocessors_);
+    cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    cluster.value.clusterDim.x = unsigned(blocks);
+    cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
+    config.gridDimX *= unsigned(blocks);
+    config.attrs = &cluster;
+    config.numAttrs = 1;
+  }
+  driver_.check(driver_.cuLaunchKernelEx(&config, functions_.at(size_t(kernelIndex)), params, nullptr),
                 kernel.name()->c_str());
 }
 

@@ -62,6 +62,8 @@ private:
   CUcontext context_ = nullptr;
   CUstream stream_ = nullptr;
   std::string arch_;
+  bool clusters_ = false;  // thread-block clusters (sm_90 and later)
+  int multiprocessors_ = 0;
   std::vector<CUmodule> modules_;
   std::vector<CUfunction> functions_;  // one per plan kernel module
   CUmodule runtimeModule_ = nullptr;    // the runtime's own kernels, compiled on first use

@@ -16,7 +16,7 @@ struct Driver {
   X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease) X(cuCtxSetCurrent)                      \
   X(cuStreamCreate) X(cuStreamDestroy) X(cuStreamSynchronize) X(cuMemAlloc) X(cuMemFree)           \
   X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemGetInfo) X(cuModuleLoadData)                   \
-  X(cuModuleUnload) X(cuModuleGetFunction) X(cuLaunchKernel) X(cuFuncSetAttribute)                 \
+  X(cuModuleUnload) X(cuModuleGetFunction) X(cuLaunchKernel) X(cuLaunchKernelEx) X(cuFuncSetAttribute)                 \
   X(cuGetErrorName) X(cuGetErrorString) X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize)    \
   X(cuEventElapsedTime) X(cuEventDestroy) X(cuMemsetD32Async) X(cuStreamBeginCapture)           \
   X(cuStreamEndCapture) X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphExecDestroy)      \
