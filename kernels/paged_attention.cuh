@@ -33,7 +33,7 @@
 //   2. the warps of a block are merged in shared memory;
 //   3. after a cluster barrier, block r combines the partials of all ranks
 //      (read through distributed shared memory) for its 1/C share of the
-//      ROWS * HEAD_DIM outputs, normalises and writes them once.
+//      real rows x HEAD_DIM outputs, normalises and writes them once.
 // Logits are kept in log2 units (scaled by log2(e)) so every exponential is
 // an exp2f.
 #pragma once
@@ -130,19 +130,11 @@ __device__ __forceinline__ int tile_start(const int* qo_indptr, int s, int tile_
 }
 
 // Sequence of tile `item`: the largest s in [0, num_seqs) with
-// tile_start(s) <= item (tile_start is non-decreasing in s).
+// tile_start(s) <= item (tile_start does not decrease with s). Whole warps.
 __device__ __forceinline__ int find_tile_seq(const int* qo_indptr, int num_seqs, int item,
                                              int tile_tokens) {
-  int lo = 0, hi = num_seqs - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (tile_start(qo_indptr, mid, tile_tokens) <= item) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return lo;
+  return warp_search_last_le(num_seqs, item,
+                             [&](int s) { return tile_start(qo_indptr, s, tile_tokens); });
 }
 
 // Tokens t0 .. t0 + tokens - 1 of one sequence and their key ranges; row
@@ -569,15 +561,17 @@ struct MmaWalk {
     }
   }
 
+  // Rows [0, rows) of the warp's shared slots (the tile's real rows).
   template <int HD_STRIDE>
-  __device__ __forceinline__ void store(float* wm, float* wl, float (*wacc)[HD_STRIDE]) const {
+  __device__ __forceinline__ void store(float* wm, float* wl, float (*wacc)[HD_STRIDE],
+                                        int rows) const {
     const int lane = threadIdx.x & 31;
     const int g = lane >> 2;
     const int qd = lane & 3;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int row = g + 8 * h;
-      if (row >= ROWS) continue;
+      if (row >= rows) continue;
       if (qd == 0) {
         wm[row] = m[h];
         wl[row] = l[h];
@@ -663,6 +657,7 @@ __global__ void __launch_bounds__(kPagedAttentionWarps * 32)
     }
   }
   if (tile.khi < 0) tile.klo = 0;  // no keys at all: an empty walk
+  const int rows = tile.tokens * GROUP;  // rows [rows, ROWS) are padding
   const int* pages = kv_page_indices + kv_indptr[seq];
 
   __shared__ Smem sm;
@@ -679,7 +674,7 @@ __global__ void __launch_bounds__(kPagedAttentionWarps * 32)
     if (is_aligned(q, 16) && is_aligned(k_cache, 16) && is_aligned(v_cache, 16)) {
       pad::MmaWalk<GROUP, TQ, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, T> w;
       w.run(q, Q_STRIDE, k_cache, v_cache, pages, kvh, tile, scale_log2, warp0, nwarps);
-      w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp]);
+      w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp], rows);
       done = true;
     }
 #endif
@@ -688,10 +683,9 @@ __global__ void __launch_bounds__(kPagedAttentionWarps * 32)
     constexpr int VW = pad::vector_width<T, HEAD_DIM>();
     const bool vec = VW > 1 && is_aligned(q, VW * sizeof(T)) &&
                      is_aligned(k_cache, VW * sizeof(T)) && is_aligned(v_cache, VW * sizeof(T));
-    for (int i = 0; i < TQ; ++i) {
+    for (int i = 0; i < tile.tokens; ++i) {
       const int n = tile.hi[i] >= tile.lo[i] ? tile.hi[i] - tile.lo[i] + 1 : 0;
-      const T* q_row = q + static_cast<long long>(tile.t0 + (i < tile.tokens ? i : 0)) * Q_STRIDE +
-                       kvh * GROUP * HEAD_DIM;
+      const T* q_row = q + static_cast<long long>(tile.t0 + i) * Q_STRIDE + kvh * GROUP * HEAD_DIM;
       if (vec) {
         pad::SlotWalk<GROUP, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, VW, T> w;
         w.run(q_row, k_cache, v_cache, pages, kvh, tile.lo[i], n, scale_log2, warp0, nwarps);
@@ -705,8 +699,8 @@ __global__ void __launch_bounds__(kPagedAttentionWarps * 32)
   }
   __syncthreads();
 
-  // Step 2: merge the block's warps.
-  for (int r = threadIdx.x; r < ROWS; r += BLOCK) {
+  // Step 2: merge the block's warps (the tile's real rows only).
+  for (int r = threadIdx.x; r < rows; r += BLOCK) {
     float mx = neg_inf();
 #pragma unroll
     for (int v = 0; v < WARPS; ++v) mx = fmaxf(mx, sm.wm[v][r]);
@@ -721,7 +715,7 @@ __global__ void __launch_bounds__(kPagedAttentionWarps * 32)
     sm.bl[r] = den;
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < ROWS * HEAD_DIM; i += BLOCK) {
+  for (int i = threadIdx.x; i < rows * HEAD_DIM; i += BLOCK) {
     const int r = i / HEAD_DIM;
     const int d = i % HEAD_DIM;
     float a = 0.f;
@@ -737,12 +731,12 @@ __global__ void __launch_bounds__(kPagedAttentionWarps * 32)
   } else {
     __syncthreads();
   }
-  constexpr int TOTAL = ROWS * HEAD_DIM;
-  const int per = (TOTAL + static_cast<int>(csize) - 1) / static_cast<int>(csize);
+  const int total = rows * HEAD_DIM;
+  const int per = (total + static_cast<int>(csize) - 1) / static_cast<int>(csize);
   for (int k = threadIdx.x; k < per; k += BLOCK) {
     const int i = static_cast<int>(rank) * per + k;
+    if (i >= total) break;
     const int r = i / HEAD_DIM;
-    if (i >= TOTAL || r / GROUP >= tile.tokens) continue;
     const int d = i % HEAD_DIM;
     float mx = neg_inf();
     for (unsigned b = 0; b < csize; ++b)
