@@ -9,31 +9,34 @@
 //   out[t, h * HEAD_DIM ...] = T(sum_j p_j v_j)
 // A row with no key (hi < lo; cannot happen for a well-formed batch) gets zeros.
 //
-// Work items. An item is a tile of up to TILE_TOKENS consecutive query tokens
-// of one sequence under one kv head; its rows are the (token, query head)
+// Tiles and items. A tile is up to TILE_TOKENS consecutive query tokens of
+// one sequence under one kv head; its rows are the (token, query head)
 // pairs, GROUP = NUM_HEADS / NUM_KV_HEADS heads a token and at most 16 rows
-// in all, so each K/V element the tile needs is read once for all of its
-// rows: the GROUP heads of a decode token, and neighbouring tokens in a
-// prefill. Tiles of sequence s are numbered from
-//   tile_start(s) = (qo_indptr[s] + (TILE_TOKENS - 1) * s) / TILE_TOKENS,
-// which leaves room for ceil(q_len(s) / TILE_TOKENS) tiles per sequence
-// (decode: tile s is token s); a tile past its sequence's tokens exits.
+// in all, so each K/V element a warp loads serves all of a tile's rows: the
+// GROUP heads of a decode token, and neighbouring tokens in a prefill. A
+// block serves an item of up to 4 tiles (one per warp) of one sequence.
+// Items of sequence s are numbered from
+//   item_start(s) = (qo_indptr[s] + (ITEM_TOKENS - 1) * s) / ITEM_TOKENS,
+// which leaves room for ceil(q_len(s) / ITEM_TOKENS) items per sequence
+// (decode: item s is token s); an item past its sequence's tokens exits.
 //
 // Split-KV in one launch, without workspace: a thread-block cluster of C
 // blocks serves each item (C = 1..kPagedAttentionMaxCluster, chosen by the
-// runtime at launch: many blocks a row for a small batch, one for a large
-// one). The item's keys, in 16-key pages, are dealt round-robin to the
-// C * kPagedAttentionWarps warps:
-//   1. each warp keeps an online softmax per row (running max m, sum l, an
-//      fp32 accumulator) over its pages. With bf16/f16 and the usual shapes it
-//      runs on tensor cores (MmaWalk: S = Q K^T and O += P V as m16n8k16 MMAs,
-//      the tile's rows padded to 16); otherwise (fp32, small or odd head
-//      dims, misaligned pointers) a SIMT walk (SlotWalk) serves the tile one
-//      token at a time;
-//   2. the warps of a block are merged in shared memory;
+// runtime at launch: many blocks an item for a small batch, one for a large
+// one). Keys are walked in 16-key pages:
+//   1. an item of one tile (decode) deals its pages round-robin to all
+//      C * 4 warps; an item of several tiles (prefill) gives each warp its
+//      own tile, whose pages are dealt to the C blocks only. Each warp keeps
+//      an online softmax per row (running max m, sum l, an fp32
+//      accumulator) over its pages. With bf16/f16 and the usual shapes this
+//      runs on tensor cores (MmaWalk: S = Q K^T and O += P V as m16n8k16
+//      MMAs, the tile's rows padded to 16); otherwise (fp32, small or odd
+//      head dims, misaligned pointers) a SIMT walk (SlotWalk) serves the
+//      tile one token at a time;
+//   2. one tile: the warps' partials are merged in shared memory;
 //   3. after a cluster barrier, block r combines the partials of all ranks
 //      (read through distributed shared memory) for its 1/C share of the
-//      real rows x HEAD_DIM outputs, normalises and writes them once.
+//      item's rows x HEAD_DIM outputs, normalises and writes them once.
 // Logits are kept in log2 units (scaled by log2(e)) so every exponential is
 // an exp2f.
 #pragma once
@@ -53,6 +56,12 @@ constexpr int kPagedAttentionTileRows = 16;   // query rows of one MMA tile
 constexpr int paged_attention_tile_tokens(int num_heads, int num_kv_heads) {
   const int group = num_heads / num_kv_heads;
   return group >= kPagedAttentionTileRows ? 1 : kPagedAttentionTileRows / group;
+}
+
+// Query tokens a block serves: one tile per warp (a decode block gets one
+// token; its warps then split the keys instead).
+constexpr int paged_attention_item_tokens(int num_heads, int num_kv_heads) {
+  return kPagedAttentionWarps * paged_attention_tile_tokens(num_heads, num_kv_heads);
 }
 
 }  // namespace llmc_kernels
@@ -125,16 +134,16 @@ __device__ __forceinline__ const P* map_rank(const P* p, unsigned rank) {
 
 // ---- the work item ---------------------------------------------------------------
 
-__device__ __forceinline__ int tile_start(const int* qo_indptr, int s, int tile_tokens) {
+__device__ __forceinline__ int item_start(const int* qo_indptr, int s, int tile_tokens) {
   return (qo_indptr[s] + (tile_tokens - 1) * s) / tile_tokens;
 }
 
 // Sequence of tile `item`: the largest s in [0, num_seqs) with
-// tile_start(s) <= item (tile_start does not decrease with s). Whole warps.
-__device__ __forceinline__ int find_tile_seq(const int* qo_indptr, int num_seqs, int item,
+// item_start(s) <= item (tile_start does not decrease with s). Whole warps.
+__device__ __forceinline__ int find_item_seq(const int* qo_indptr, int num_seqs, int item,
                                              int tile_tokens) {
   return warp_search_last_le(num_seqs, item,
-                             [&](int s) { return tile_start(qo_indptr, s, tile_tokens); });
+                             [&](int s) { return item_start(qo_indptr, s, tile_tokens); });
 }
 
 // Tokens t0 .. t0 + tokens - 1 of one sequence and their key ranges; row
@@ -592,59 +601,35 @@ constexpr bool use_mma() {
          PAGE_SIZE % 16 == 0 && ROWS <= 16;
 }
 
-// Shared memory of one block. The block's merged accumulator (read by the
-// whole cluster) is written over warp 0's.
+// Shared memory of one block: per warp, the partials of up to ROWS rows.
+// Flattened, row i of the block is wm[i / ROWS][i % ROWS] (and likewise for
+// wl, wacc): in key-split mode the warps' partials of the same rows, merged
+// into wacc[0]; in row-split mode warp w's own rows, block rows
+// [w ROWS, (w + 1) ROWS).
 template <int ROWS, int HEAD_DIM>
 struct PagedAttentionSmem {
   static constexpr int WARPS = kPagedAttentionWarps;
   float wm[WARPS][ROWS];  // per-warp running max (log2 units)
   float wl[WARPS][ROWS];  // per-warp sum of exp2(logit - m)
   float ww[WARPS][ROWS];  // exp2(wm - block max)
-  float bm[ROWS];         // the block's partial result
-  float bl[ROWS];
-  float wacc[WARPS][ROWS][HEAD_DIM];  // wacc[0] = the block's accumulator after step 2
+  float bm[WARPS * ROWS];  // the block's partial result, read by the whole cluster
+  float bl[WARPS * ROWS];
+  float wacc[WARPS][ROWS][HEAD_DIM];
 };
 
-}  // namespace paged_attention_detail
-
-// grid = (tiles * C, NUM_KV_HEADS), clusters of (C, 1, 1) with C chosen at
-// launch (no cluster: C = 1): cluster i serves tile i.
-template <int NUM_HEADS, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, typename T>
-__global__ void __launch_bounds__(kPagedAttentionWarps * 32)
-    paged_attention(const T* q, const T* k_cache, const T* v_cache, const int* positions,
-                    const int* qo_indptr, const int* kv_indptr, const int* kv_page_indices,
-                    const int* kv_last_page_len, T* out, float scale, int sliding_window,
-                    int num_tokens, int num_seqs) {
-  static_assert(NUM_HEADS % NUM_KV_HEADS == 0, "GQA needs NUM_HEADS % NUM_KV_HEADS == 0");
-  constexpr int GROUP = NUM_HEADS / NUM_KV_HEADS;
-  constexpr int TQ = paged_attention_tile_tokens(NUM_HEADS, NUM_KV_HEADS);
-  constexpr int ROWS = GROUP * TQ;
-  constexpr int WARPS = kPagedAttentionWarps;
-  constexpr int BLOCK = WARPS * 32;
-  namespace pad = paged_attention_detail;
-  using Smem = pad::PagedAttentionSmem<ROWS, HEAD_DIM>;
-  static_assert(sizeof(Smem) <= 48 * 1024, "GQA group x head_dim too large for paged_attention");
-
-  const unsigned csize = pad::cluster_size();
-  const unsigned rank = pad::cluster_rank();
-  const int item = blockIdx.x / csize;
-  const int kvh = blockIdx.y;
-
-  // The tile (the same for every block of the cluster, so a spare tile's
-  // cluster exits as a whole).
-  const int seq = pad::find_tile_seq(qo_indptr, num_seqs, item, TQ);
-  pad::Tile<TQ> tile;
-  tile.t0 = qo_indptr[seq] + (item - pad::tile_start(qo_indptr, seq, TQ)) * TQ;
-  const int t_end = min(qo_indptr[seq + 1], num_tokens);
-  if (tile.t0 >= t_end) return;
-  tile.tokens = min(TQ, t_end - tile.t0);
-  const int kv_len = seq_kv_len(kv_indptr, kv_last_page_len, seq, PAGE_SIZE);
+// The key ranges of tokens t0 .. t0 + tokens - 1 (tokens <= 0: an empty tile).
+template <int TQ>
+__device__ __forceinline__ Tile<TQ> make_tile(int t0, int tokens, const int* positions, int kv_len,
+                                              int sliding_window) {
+  Tile<TQ> tile;
+  tile.t0 = t0;
+  tile.tokens = max(0, min(TQ, tokens));
   tile.klo = 0x7fffffff;
   tile.khi = -1;
 #pragma unroll
   for (int i = 0; i < TQ; ++i) {
     if (i < tile.tokens) {
-      const int pos = positions[tile.t0 + i];
+      const int pos = positions[t0 + i];
       tile.hi[i] = min(pos, kv_len - 1);
       tile.lo[i] = sliding_window > 0 ? max(0, pos - sliding_window + 1) : 0;
     } else {
@@ -657,24 +642,68 @@ __global__ void __launch_bounds__(kPagedAttentionWarps * 32)
     }
   }
   if (tile.khi < 0) tile.klo = 0;  // no keys at all: an empty walk
-  const int rows = tile.tokens * GROUP;  // rows [rows, ROWS) are padding
+  return tile;
+}
+
+}  // namespace paged_attention_detail
+
+// grid = (items * C, NUM_KV_HEADS), clusters of (C, 1, 1) with C chosen at
+// launch (no cluster: C = 1): cluster i serves item i.
+template <int NUM_HEADS, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, typename T>
+__global__ void __launch_bounds__(kPagedAttentionWarps * 32)
+    paged_attention(const T* q, const T* k_cache, const T* v_cache, const int* positions,
+                    const int* qo_indptr, const int* kv_indptr, const int* kv_page_indices,
+                    const int* kv_last_page_len, T* out, float scale, int sliding_window,
+                    int num_tokens, int num_seqs) {
+  static_assert(NUM_HEADS % NUM_KV_HEADS == 0, "GQA needs NUM_HEADS % NUM_KV_HEADS == 0");
+  constexpr int GROUP = NUM_HEADS / NUM_KV_HEADS;
+  constexpr int TQ = paged_attention_tile_tokens(NUM_HEADS, NUM_KV_HEADS);
+  constexpr int ITEM = paged_attention_item_tokens(NUM_HEADS, NUM_KV_HEADS);
+  constexpr int ROWS = GROUP * TQ;
+  constexpr int WARPS = kPagedAttentionWarps;
+  constexpr int BLOCK = WARPS * 32;
+  namespace pad = paged_attention_detail;
+  using Smem = pad::PagedAttentionSmem<ROWS, HEAD_DIM>;
+  static_assert(sizeof(Smem) <= 48 * 1024, "GQA group x head_dim too large for paged_attention");
+
+  const unsigned csize = pad::cluster_size();
+  const unsigned rank = pad::cluster_rank();
+  const int item = blockIdx.x / csize;
+  const int kvh = blockIdx.y;
+  const int warp = threadIdx.x / 32;
+
+  // The item (the same for every block of the cluster, so a spare item's
+  // cluster exits as a whole): tokens t0 .. t0 + n - 1 of sequence seq.
+  const int seq = pad::find_item_seq(qo_indptr, num_seqs, item, ITEM);
+  const int t0 = qo_indptr[seq] + (item - pad::item_start(qo_indptr, seq, ITEM)) * ITEM;
+  const int n = min(ITEM, min(qo_indptr[seq + 1], num_tokens) - t0);
+  if (n <= 0) return;
+  // One tile (decode): all warps split its pages. More: warp w takes tile w
+  // and walks all of its pages (split only across the cluster), no merge.
+  const bool split_rows = n > TQ;
+  const int kv_len = seq_kv_len(kv_indptr, kv_last_page_len, seq, PAGE_SIZE);
+  const pad::Tile<TQ> tile = pad::make_tile<TQ>(t0 + (split_rows ? warp * TQ : 0),
+                                                n - (split_rows ? warp * TQ : 0), positions,
+                                                kv_len, sliding_window);
+  const int walker = split_rows ? static_cast<int>(rank) : static_cast<int>(rank) * WARPS + warp;
+  const int walkers = split_rows ? static_cast<int>(csize) : static_cast<int>(csize) * WARPS;
+  const int rows = n * GROUP;  // the block's real rows (flattened, see PagedAttentionSmem)
   const int* pages = kv_page_indices + kv_indptr[seq];
 
   __shared__ Smem sm;
-  const int warp = threadIdx.x / 32;
-  const int warp0 = static_cast<int>(rank) * WARPS + warp;
-  const int nwarps = static_cast<int>(csize) * WARPS;
   const float scale_log2 = scale * pad::kLog2e;
   constexpr int Q_STRIDE = NUM_HEADS * HEAD_DIM;
 
-  // Step 1: this warp's pages, into its shared slots.
+  // Step 1: this warp's pages of its tile, into its shared slots.
   bool done = false;
   if constexpr (pad::use_mma<T, HEAD_DIM, PAGE_SIZE, ROWS>()) {
 #if LLMC_PAGED_ATTENTION_MMA
     if (is_aligned(q, 16) && is_aligned(k_cache, 16) && is_aligned(v_cache, 16)) {
-      pad::MmaWalk<GROUP, TQ, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, T> w;
-      w.run(q, Q_STRIDE, k_cache, v_cache, pages, kvh, tile, scale_log2, warp0, nwarps);
-      w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp], rows);
+      if (tile.tokens > 0) {
+        pad::MmaWalk<GROUP, TQ, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, T> w;
+        w.run(q, Q_STRIDE, k_cache, v_cache, pages, kvh, tile, scale_log2, walker, walkers);
+        w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp], tile.tokens * GROUP);
+      }
       done = true;
     }
 #endif
@@ -684,47 +713,60 @@ __global__ void __launch_bounds__(kPagedAttentionWarps * 32)
     const bool vec = VW > 1 && is_aligned(q, VW * sizeof(T)) &&
                      is_aligned(k_cache, VW * sizeof(T)) && is_aligned(v_cache, VW * sizeof(T));
     for (int i = 0; i < tile.tokens; ++i) {
-      const int n = tile.hi[i] >= tile.lo[i] ? tile.hi[i] - tile.lo[i] + 1 : 0;
+      const int keys = tile.hi[i] >= tile.lo[i] ? tile.hi[i] - tile.lo[i] + 1 : 0;
       const T* q_row = q + static_cast<long long>(tile.t0 + i) * Q_STRIDE + kvh * GROUP * HEAD_DIM;
       if (vec) {
         pad::SlotWalk<GROUP, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, VW, T> w;
-        w.run(q_row, k_cache, v_cache, pages, kvh, tile.lo[i], n, scale_log2, warp0, nwarps);
+        w.run(q_row, k_cache, v_cache, pages, kvh, tile.lo[i], keys, scale_log2, walker, walkers);
         w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp], i * GROUP);
       } else {
         pad::SlotWalk<GROUP, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, 1, T> w;
-        w.run(q_row, k_cache, v_cache, pages, kvh, tile.lo[i], n, scale_log2, warp0, nwarps);
+        w.run(q_row, k_cache, v_cache, pages, kvh, tile.lo[i], keys, scale_log2, walker, walkers);
         w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp], i * GROUP);
       }
     }
   }
   __syncthreads();
 
-  // Step 2: merge the block's warps (the tile's real rows only).
-  for (int r = threadIdx.x; r < rows; r += BLOCK) {
-    float mx = neg_inf();
-#pragma unroll
-    for (int v = 0; v < WARPS; ++v) mx = fmaxf(mx, sm.wm[v][r]);
-    float den = 0.f;
-#pragma unroll
-    for (int v = 0; v < WARPS; ++v) {
-      const float mv = sm.wm[v][r];
-      sm.ww[v][r] = mv == neg_inf() ? 0.f : exp2f(mv - mx);
-      den += sm.ww[v][r] * sm.wl[v][r];
+  // Step 2: the block's partial result per row. Split rows: each warp's own.
+  // Split keys: the warps' partials of the same rows merged into wacc[0].
+  const float* flat_wm = &sm.wm[0][0];
+  const float* flat_wl = &sm.wl[0][0];
+  float* flat_acc = &sm.wacc[0][0][0];
+  if (split_rows) {
+    for (int r = threadIdx.x; r < rows; r += BLOCK) {
+      sm.bm[r] = flat_wm[r];
+      sm.bl[r] = flat_wl[r];
     }
-    sm.bm[r] = mx;
-    sm.bl[r] = den;
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < rows * HEAD_DIM; i += BLOCK) {
-    const int r = i / HEAD_DIM;
-    const int d = i % HEAD_DIM;
-    float a = 0.f;
+  } else {
+    for (int r = threadIdx.x; r < rows; r += BLOCK) {
+      float mx = neg_inf();
 #pragma unroll
-    for (int v = 0; v < WARPS; ++v) a += sm.ww[v][r] * sm.wacc[v][r][d];
-    sm.wacc[0][r][d] = a;
+      for (int v = 0; v < WARPS; ++v) mx = fmaxf(mx, sm.wm[v][r]);
+      float den = 0.f;
+#pragma unroll
+      for (int v = 0; v < WARPS; ++v) {
+        const float mv = sm.wm[v][r];
+        sm.ww[v][r] = mv == neg_inf() ? 0.f : exp2f(mv - mx);
+        den += sm.ww[v][r] * sm.wl[v][r];
+      }
+      sm.bm[r] = mx;
+      sm.bl[r] = den;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < rows * HEAD_DIM; i += BLOCK) {
+      const int r = i / HEAD_DIM;
+      const int d = i % HEAD_DIM;
+      float a = 0.f;
+#pragma unroll
+      for (int v = 0; v < WARPS; ++v) a += sm.ww[v][r] * sm.wacc[v][r][d];
+      sm.wacc[0][r][d] = a;
+    }
   }
 
-  // Step 3: block `rank` finalises outputs [rank * per, (rank + 1) * per).
+  // Step 3: block `rank` finalises outputs [rank * per, (rank + 1) * per) of
+  // the block's rows; row r is query head kvh * GROUP + r % GROUP of token
+  // t0 + r / GROUP.
   const bool clustered = csize > 1;
   if (clustered) {
     pad::cluster_sync();
@@ -737,7 +779,6 @@ __global__ void __launch_bounds__(kPagedAttentionWarps * 32)
     const int i = static_cast<int>(rank) * per + k;
     if (i >= total) break;
     const int r = i / HEAD_DIM;
-    const int d = i % HEAD_DIM;
     float mx = neg_inf();
     for (unsigned b = 0; b < csize; ++b)
       mx = fmaxf(mx, clustered ? *pad::map_rank(&sm.bm[r], b) : sm.bm[r]);
@@ -745,11 +786,11 @@ __global__ void __launch_bounds__(kPagedAttentionWarps * 32)
     for (unsigned b = 0; b < csize; ++b) {
       const float mb = clustered ? *pad::map_rank(&sm.bm[r], b) : sm.bm[r];
       const float wb = mb == neg_inf() ? 0.f : exp2f(mb - mx);
-      o += wb * (clustered ? *pad::map_rank(&sm.wacc[0][r][d], b) : sm.wacc[0][r][d]);
+      o += wb * (clustered ? *pad::map_rank(&flat_acc[i], b) : flat_acc[i]);
       den += wb * (clustered ? *pad::map_rank(&sm.bl[r], b) : sm.bl[r]);
     }
-    const long long t = tile.t0 + r / GROUP;
-    out[t * Q_STRIDE + (kvh * GROUP + r % GROUP) * HEAD_DIM + d] =
+    const long long t = t0 + r / GROUP;
+    out[t * Q_STRIDE + (kvh * GROUP + r % GROUP) * HEAD_DIM + i % HEAD_DIM] =
         from_float<T>(den > 0.f ? o / den : 0.f);
   }
   // No block may exit (releasing its shared memory) while others read it.
@@ -763,14 +804,14 @@ __global__ void __launch_bounds__(kPagedAttentionWarps * 32)
 // ---- launch geometry (host and device) ----
 namespace llmc_kernels {
 
-// x: one work item per tile, ceil((tokens + (TILE_TOKENS - 1) * seqs) /
-// TILE_TOKENS) of them (enough for every sequence's tiles, see the top of
-// the file); the runtime multiplies x by the cluster size it picks.
-// y: one kv head (GQA group) each.
+// x: one work item per ITEM = paged_attention_item_tokens tokens,
+// ceil((tokens + (ITEM - 1) * seqs) / ITEM) of them (enough for every
+// sequence's items, see the top of the file); the runtime multiplies x by
+// the cluster size it picks. y: one kv head (GQA group) each.
 constexpr LaunchShape paged_attention_launch(int num_heads, int num_kv_heads) {
-  const int tile_tokens = paged_attention_tile_tokens(num_heads, num_kv_heads);
+  const int item_tokens = paged_attention_item_tokens(num_heads, num_kv_heads);
   LaunchShape s;
-  s.grid_x = SymExpr{1, tile_tokens - 1, 0, tile_tokens};
+  s.grid_x = SymExpr{1, item_tokens - 1, 0, item_tokens};
   s.grid_y = SymExpr{0, 0, num_kv_heads, 1};
   s.block_threads = kPagedAttentionWarps * 32;
   s.max_cluster = kPagedAttentionMaxCluster;
