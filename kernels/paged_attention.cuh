@@ -473,36 +473,48 @@ struct MmaWalk {
       for (int e = 0; e < 4; ++e) o[nt][e] = 0.f;
 
     const int first = tile.klo / 16, last = tile.khi / 16;
-    for (int kp = first + warp0; kp <= last; kp += nwarps) {
+    constexpr int KEY_STRIDE = NUM_KV_HEADS * HEAD_DIM;
+    // K and V fragments of page kp. Keys outside [klo, khi] (the ends of the
+    // range; slots of the last page not written yet) are not loaded: zeros
+    // keep every product finite.
+    struct Frags {
+      uint4 kf[2][KCH];
+      uint4 vf[4][VCH];
+    };
+    auto load = [&](int kp, Frags& f) {
       const int base = kp * 16;
       const long long page = pages[base / PAGE_SIZE];
       const T* k_page = k_cache + ((page * PAGE_SIZE + base % PAGE_SIZE) * NUM_KV_HEADS + kvh) *
                                       static_cast<long long>(HEAD_DIM);
       const T* v_page = v_cache + (k_page - k_cache);
-      constexpr int KEY_STRIDE = NUM_KV_HEADS * HEAD_DIM;
-
-      // Keys outside [klo, khi] (the ends of the range; slots of the last
-      // page not written yet) are not loaded: zeros keep every product finite.
-      uint4 kf[2][KCH];
 #pragma unroll
       for (int nt2 = 0; nt2 < 2; ++nt2) {
         const int key = nt2 * 8 + g;
         const bool ok = base + key >= tile.klo && base + key <= tile.khi;
 #pragma unroll
         for (int c = 0; c < KCH; ++c)
-          kf[nt2][c] = ok ? *reinterpret_cast<const uint4*>(k_page + key * KEY_STRIDE + (c * 4 + qd) * 8)
-                          : make_uint4(0, 0, 0, 0);
+          f.kf[nt2][c] = ok ? *reinterpret_cast<const uint4*>(k_page + key * KEY_STRIDE + (c * 4 + qd) * 8)
+                            : make_uint4(0, 0, 0, 0);
       }
-      uint4 vf[4][VCH];
 #pragma unroll
       for (int a = 0; a < 4; ++a) {
         const int key = 2 * qd + (a & 1) + (a >> 1) * 8;
         const bool ok = base + key >= tile.klo && base + key <= tile.khi;
 #pragma unroll
         for (int c = 0; c < VCH; ++c)
-          vf[a][c] = ok ? *reinterpret_cast<const uint4*>(v_page + key * KEY_STRIDE + g * NT + c * 8)
-                        : make_uint4(0, 0, 0, 0);
+          f.vf[a][c] = ok ? *reinterpret_cast<const uint4*>(v_page + key * KEY_STRIDE + g * NT + c * 8)
+                          : make_uint4(0, 0, 0, 0);
       }
+    };
+    // The next page's loads are issued before this page's math.
+    Frags cur;
+    if (first + warp0 <= last) load(first + warp0, cur);
+    for (int kp = first + warp0; kp <= last; kp += nwarps) {
+      Frags next;
+      if (kp + nwarps <= last) load(kp + nwarps, next);
+      const int base = kp * 16;
+      const auto& kf = cur.kf;
+      const auto& vf = cur.vf;
 
       // S: rows x 16 keys; s[nt2][2h + e] = (row g + 8h, key nt2 * 8 + 2qd + e).
       float s[2][4];
@@ -562,6 +574,7 @@ struct MmaWalk {
         const unsigned b1 = __byte_perm(word(vf[2][w / 4], w % 4), word(vf[3][w / 4], w % 4), sel);
         mma_16816<T>(o[nt], pa, b0, b1);
       }
+      cur = next;
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
