@@ -13,6 +13,13 @@ namespace {
 
 [[noreturn]] void reject(const std::string &message) { throw BatchError(message); }
 
+// Adds the wall time of a scope to a counter.
+struct TimeInto {
+  double &seconds;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  ~TimeInto() { seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
+};
+
 
 // The batch's arrays in plan::kAbiInputs order (the device input block's).
 constexpr std::vector<int32_t> ForwardBatch::*kAbiFields[] = {
@@ -49,6 +56,21 @@ void ForwardBatch::addChunk(std::span<const int32_t> tokens, int32_t start,
   logits_rows.push_back(int32_t(token_ids.size()) - 1);
 }
 
+void ForwardBatch::padSequences(int64_t seqs, int32_t page, int32_t page_size) {
+  const int32_t token = 0;
+  while (numSeqs() < seqs)
+    addChunk({&token, 1}, 0, {&page, 1}, page_size);
+}
+
+std::vector<int64_t> decodeGraphSizes(int64_t max_seqs) {
+  std::vector<int64_t> sizes;
+  for (int64_t size = 1; size <= max_seqs; size = size < 8 ? size * 2 : size + (size < 64 ? 8 : 32))
+    sizes.push_back(size);
+  if (sizes.back() != max_seqs)
+    sizes.push_back(max_seqs);
+  return sizes;
+}
+
 Executor::Executor(const plan::PlanFile &file, Backend &backend,
                    const weights::Checkpoint &checkpoint, const std::string &checkpoint_dir,
                    const ExecutorOptions &options)
@@ -56,6 +78,7 @@ Executor::Executor(const plan::PlanFile &file, Backend &backend,
   std::vector<void *> weights = bindWeights(rank_, checkpoint, checkpoint_dir, backend_, options.load_progress);
   memory_.pointers.insert(memory_.pointers.end(), weights.begin(), weights.end());
   allocateBuffers(weights);
+  captureDecodeGraphs();
 }
 
 Executor::Executor(const plan::PlanFile &file, Backend &backend, uint64_t seed,
@@ -64,6 +87,7 @@ Executor::Executor(const plan::PlanFile &file, Backend &backend, uint64_t seed,
   std::vector<void *> weights = bindRandomWeights(rank_, seed, backend_);
   memory_.pointers.insert(memory_.pointers.end(), weights.begin(), weights.end());
   allocateBuffers(weights);
+  captureDecodeGraphs();
 }
 
 Executor::Executor(const plan::PlanFile &file, Backend &backend, const ExecutorOptions &options)
@@ -99,9 +123,11 @@ void Executor::allocateBuffers(const std::vector<void *> &weights) {
       backend_.upload(constants.back(), constant->data()->data(), constant->data()->size());
     }
 
+  // One page more than the cache holds: padding sequences write there.
   const plan::KvCacheSpec &kv = *plan_.kv_cache();
-  const size_t layerBytes = size_t(numPages_ * kv.page_size() * kv.num_kv_heads() * kv.head_dim() *
-                                   plan::dtypeBytes(kv.dtype()));
+  scratchPage_ = int32_t(numPages_);
+  const size_t layerBytes = size_t((numPages_ + 1) * kv.page_size() * kv.num_kv_heads() *
+                                   kv.head_dim() * plan::dtypeBytes(kv.dtype()));
   std::vector<void *> keys, values;
   for (int64_t layer = 0; layer < kv.num_layers(); ++layer) {
     keys.push_back(memory_.allocate(layerBytes));
@@ -154,6 +180,26 @@ void Executor::allocateBuffers(const std::vector<void *> &weights) {
   if (!logits || logits->dtype() != plan::DType::f32 || logits->cols() != vocabSize() ||
       logits->rows() != plan::RowCount::seqs)
     throw std::invalid_argument("the plan has no fp32 logits output of [seqs, vocab]");
+}
+
+// Every pointer is fixed and only T and S vary, so a decode forward of a
+// given batch size is the same launch sequence each time: capture one per
+// size up front (nothing runs while capturing).
+void Executor::captureDecodeGraphs() {
+  if (!graphs_)
+    return;
+  TimeInto timer{graphCaptureSeconds_};
+  for (int64_t size : decodeGraphSizes(maxSeqs_)) {
+    if (!backend_.beginCapture())
+      break;  // the backend has no graphs
+    try {
+      runSteps({size, size});
+    } catch (...) {
+      backend_.destroyGraph(backend_.endCapture());  // leave capture mode, then report
+      throw;
+    }
+    decodeGraphs_.emplace(size, backend_.endCapture());
+  }
 }
 
 Executor::~Executor() {
@@ -242,14 +288,6 @@ void Executor::runSteps(const BatchShape &shape) {
   }
 }
 
-namespace {
-// Adds the wall time of a scope to a counter.
-struct TimeInto {
-  double &seconds;
-  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-  ~TimeInto() { seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
-};
-} // namespace
 
 void Executor::forward(const ForwardBatch &batch, std::vector<float> &logits) {
   TimeInto timer{forwardSeconds_};
@@ -270,35 +308,28 @@ void Executor::forwardGreedy(const ForwardBatch &batch, std::vector<int32_t> &to
 BatchShape Executor::run(const ForwardBatch &batch) {
   validate(batch);
   const BatchShape shape{batch.numTokens(), batch.numSeqs()};
+  // A decode batch runs in the smallest captured graph that holds it, padded
+  // with one-token sequences whose rows nobody reads.
+  const bool decode = shape.num_tokens == shape.num_seqs;
+  const auto graph = decode ? decodeGraphs_.lower_bound(shape.num_seqs) : decodeGraphs_.end();
+  ForwardBatch padded;
+  const ForwardBatch *inputs = &batch;
+  if (graph != decodeGraphs_.end() && graph->first > shape.num_seqs) {
+    padded = batch;
+    padded.padSequences(graph->first, scratchPage_, pageSize());
+    inputs = &padded;
+  }
   size_t used = 0;
   for (size_t i = 0; i < std::size(kAbiFields); ++i) {
-    const std::vector<int32_t> &host = batch.*kAbiFields[i];
+    const std::vector<int32_t> &host = inputs->*kAbiFields[i];
     std::copy(host.begin(), host.end(), staging_.begin() + long(inputOffsets_[i]));
     used = inputOffsets_[i] + host.size();
   }
   backend_.upload(inputBlock_, staging_.data(), used * sizeof(int32_t));
-
-  // Every pointer is fixed and only T and S vary, so a decode forward of a
-  // given batch size is the same launch sequence each time: capture it once.
-  const bool decode = shape.num_tokens == shape.num_seqs;
-  if (graphs_ && decode) {
-    auto it = decodeGraphs_.find(shape.num_seqs);
-    if (it == decodeGraphs_.end() && backend_.beginCapture()) {
-      try {
-        runSteps(shape);
-      } catch (...) {
-        backend_.destroyGraph(backend_.endCapture());  // leave capture mode, then report
-        throw;
-      }
-      it = decodeGraphs_.emplace(shape.num_seqs, backend_.endCapture()).first;
-    }
-    if (it != decodeGraphs_.end())
-      backend_.replay(it->second);
-    else
-      runSteps(shape);
-  } else {
+  if (graph != decodeGraphs_.end())
+    backend_.replay(graph->second);
+  else
     runSteps(shape);
-  }
   return shape;
 }
 

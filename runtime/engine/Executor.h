@@ -28,8 +28,9 @@ struct ExecutorOptions {
   int64_t max_tokens_per_forward = 0;  // 0: the plan's; must be a multiple of 16
   int64_t max_seqs_per_forward = 0;    // 0: the plan's
   int64_t kv_pages = 0;                // pages in the KV cache (> 0)
-  /// Replay decode forwards (one token per sequence) from graphs captured per
-  /// batch size, where the backend supports graphs.
+  /// Capture decode forwards (one token per sequence) as graphs at start-up,
+  /// one per size of decodeGraphSizes(), and replay them, where the backend
+  /// supports graphs.
   bool graphs = true;
   /// Called while the weights load (bytes done, total).
   std::function<void(size_t, size_t)> load_progress;
@@ -45,9 +46,18 @@ struct ForwardBatch {
   /// must cover start + tokens.size() positions). Logits come from its last token.
   void addChunk(std::span<const int32_t> tokens, int32_t start, std::span<const int32_t> pages,
                 int32_t page_size);
+  /// Appends one-token sequences (token 0 at position 0, KV on `page`) until
+  /// the batch holds `seqs` sequences: how a decode batch is padded to the
+  /// size of a captured graph.
+  void padSequences(int64_t seqs, int32_t page, int32_t page_size);
   int64_t numTokens() const { return int64_t(token_ids.size()); }
   int64_t numSeqs() const { return int64_t(logits_rows.size()); }
 };
+
+/// Decode batch sizes with a CUDA graph captured at start-up, up to
+/// max_seqs: 1, 2, 4, 8, then steps of 8 to 64, then steps of 32, and
+/// max_seqs itself. A decode batch runs in the smallest one that holds it.
+std::vector<int64_t> decodeGraphSizes(int64_t max_seqs);
 
 /// KV pages that fit in `fraction` of `free_bytes` next to the plan's weights,
 /// its workspace at the plan's batch limits and `reserve_bytes` (at least 1).
@@ -83,10 +93,13 @@ public:
   /// when its results are on the host): the rest of a serving loop's time is
   /// host work during which the device idles.
   double forwardSeconds() const { return forwardSeconds_; }
+  /// Wall time the start-up graph captures took (0 without graphs).
+  double graphCaptureSeconds() const { return graphCaptureSeconds_; }
 
 private:
   Executor(const plan::PlanFile &plan, Backend &backend, const ExecutorOptions &options);
   void allocateBuffers(const std::vector<void *> &weights);
+  void captureDecodeGraphs();
 
   /// Everything the executor owns on the device, released on destruction
   /// (also when the constructor throws half-way).
@@ -115,7 +128,8 @@ private:
   int32_t logitsBuffer_ = -1;
   bool graphs_ = true;
   std::map<int64_t, void *> decodeGraphs_;  // batch size -> captured decode forward
-  double forwardSeconds_ = 0;
+  int32_t scratchPage_ = 0;  // the KV page past the cache that padding sequences write
+  double forwardSeconds_ = 0, graphCaptureSeconds_ = 0;
 };
 
 } // namespace llmc::runtime

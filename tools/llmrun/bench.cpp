@@ -149,6 +149,7 @@ int runBench(const BenchOptions &o) {
   }
   backend.synchronize();
   const double loadMs = millisecondsSince(start);
+  const double captureMs = executor->graphCaptureSeconds() * 1e3;
 
   // The first token: one 16-token prompt, right after the load.
   runtime::BlockManager pages(int32_t(options.kv_pages));
@@ -181,10 +182,12 @@ int runBench(const BenchOptions &o) {
   std::printf("KV cache: %lld pages of %lld tokens (%.1f GB)\n", (long long)options.kv_pages,
               (long long)kv.page_size(), double(options.kv_pages * kv.page_size() * kvBytesPerToken) / 1e9);
   std::printf("\ncold start: plan load %.1f ms, CUDA context %.0f ms, JIT empty cache %.0f ms, JIT "
-              "warm cache %.0f ms, weight load (%s, warm JIT included) %.0f ms, first 16-token prompt "
-              "%.0f ms: %.2f s to the first token with a warm JIT cache\n\n",
+              "warm cache %.0f ms, weight load (%s, warm JIT included) %.0f ms, graph capture (%zu "
+              "decode sizes) %.0f ms, first 16-token prompt %.0f ms: %.2f s to the first token with a "
+              "warm JIT cache\n\n",
               planMs, backendMs, jitColdMs, jitWarmMs, o.weights.empty() ? "random" : "checkpoint",
-              loadMs, firstTokenMs, (planMs + backendMs + loadMs + firstTokenMs) / 1e3);
+              loadMs - captureMs, runtime::decodeGraphSizes(executor->maxSeqsPerForward()).size(),
+              captureMs, firstTokenMs, (planMs + backendMs + loadMs + firstTokenMs) / 1e3);
   std::vector<float> logits;
 
   // Prefill: B sequences of L tokens in one forward.
