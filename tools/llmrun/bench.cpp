@@ -228,6 +228,11 @@ int runBench(const BenchOptions &o) {
   for (int64_t context : o.contexts) {
     for (int64_t batch : o.batches) {
       const int64_t capacity = context + o.repeats + 2;
+      if (capacity > executor->maxSeqLen()) {
+        std::printf("| %lld | %lld | beyond the engine's max sequence length (%lld) | | | |\n",
+                    (long long)batch, (long long)context, (long long)executor->maxSeqLen());
+        continue;
+      }
       const int64_t pagesNeeded = batch * ceilDiv(capacity, executor->pageSize());
       if (pagesNeeded > pages.numFree() || batch > executor->maxSeqsPerForward()) {
         std::printf("| %lld | %lld | does not fit the KV cache | | | |\n", (long long)batch, (long long)context);
