@@ -9,34 +9,33 @@
 //   out[t, h * HEAD_DIM ...] = T(sum_j p_j v_j)
 // A row with no key (hi < lo; cannot happen for a well-formed batch) gets zeros.
 //
-// Tiles and items. A tile is up to TILE_TOKENS consecutive query tokens of
-// one sequence under one kv head; its rows are the (token, query head)
+// Tiles. A work item is a tile of up to TILE_TOKENS consecutive query tokens
+// of one sequence; under each kv head its rows are the (token, query head)
 // pairs, GROUP = NUM_HEADS / NUM_KV_HEADS heads a token and at most 16 rows
-// in all, so each K/V element a warp loads serves all of a tile's rows: the
-// GROUP heads of a decode token, and neighbouring tokens in a prefill. A
-// block serves an item of up to 4 tiles (one per warp) of one sequence.
-// Items of sequence s are numbered from
-//   item_start(s) = (qo_indptr[s] + (ITEM_TOKENS - 1) * s) / ITEM_TOKENS,
-// which leaves room for ceil(q_len(s) / ITEM_TOKENS) items per sequence
-// (decode: item s is token s); an item past its sequence's tokens exits.
+// in all, so each K/V element a warp loads serves all of the tile's rows:
+// the GROUP heads of a decode token, and neighbouring tokens in a prefill.
+// Tiles of sequence s are numbered from
+//   item_start(s) = (qo_indptr[s] + (TILE_TOKENS - 1) * s) / TILE_TOKENS,
+// which leaves room for ceil(q_len(s) / TILE_TOKENS) tiles per sequence
+// (decode: tile s is token s); a tile past its sequence's tokens exits.
 //
-// Split-KV in one launch, without workspace: a thread-block cluster of C
-// blocks serves each item (C = 1..kPagedAttentionMaxCluster, chosen by the
-// runtime at launch: many blocks an item for a small batch, one for a large
-// one). Keys are walked in 16-key pages:
-//   1. an item of one tile (decode) deals its pages round-robin to all
-//      C * 4 warps; an item of several tiles (prefill) gives each warp its
-//      own tile, whose pages are dealt to the C blocks only. Each warp keeps
-//      an online softmax per row (running max m, sum l, an fp32
-//      accumulator) over its pages. With bf16/f16 and the usual shapes this
-//      runs on tensor cores (MmaWalk: S = Q K^T and O += P V as m16n8k16
-//      MMAs, the tile's rows padded to 16); otherwise (fp32, small or odd
-//      head dims, misaligned pointers) a SIMT walk (SlotWalk) serves the
-//      tile one token at a time;
-//   2. one tile: the warps' partials are merged in shared memory;
-//   3. after a cluster barrier, block r combines the partials of all ranks
+// A block has one warp per kv head (up to 4; block row y serves kv heads
+// 4y .. 4y + 3), which share the tile's metadata and nothing else. A
+// thread-block cluster of C blocks serves each tile (C = 1..8, chosen by
+// the runtime at launch: many blocks a tile for a small batch, one for a
+// large one); block r walks the 16-key pages r, r + C, ...:
+//   1. each warp keeps an online softmax per row (running max m, sum l, an
+//      fp32 accumulator) over its pages. With bf16/f16 and the usual shapes
+//      it runs on tensor cores (MmaWalk: S = Q K^T and O += P V as m16n8k16
+//      MMAs, the tile's rows padded to 16, the next page's loads issued
+//      before the current page's math); otherwise (fp32, small or odd head
+//      dims, misaligned pointers) a SIMT walk (SlotWalk) serves the tile one
+//      token at a time. Without a cluster the warp then holds whole rows
+//      and writes them: no shared memory, no barrier;
+//   2. with a cluster, the warps leave their partials in shared memory and,
+//      after a cluster barrier, block r combines the partials of all ranks
 //      (read through distributed shared memory) for its 1/C share of the
-//      item's rows x HEAD_DIM outputs, normalises and writes them once.
+//      block's outputs, normalises and writes them once.
 // Logits are kept in log2 units (scaled by log2(e)) so every exponential is
 // an exp2f.
 #pragma once
@@ -47,7 +46,7 @@ namespace llmc_kernels {
 // dims): against 8 or 16 warps, 4 warps a block were the fastest at decode
 // batch 8 and 64 and for prefill.
 constexpr int kPagedAttentionMaxCluster = 8;  // blocks per item; portable cluster max
-constexpr int kPagedAttentionWarps = 4;       // warps per block
+constexpr int kPagedAttentionWarps = 4;       // warps (kv heads) per block at most
 constexpr int kPagedAttentionUnroll = 4;      // SIMT walk: keys per slot per step
 constexpr int kPagedAttentionTileRows = 16;   // query rows of one MMA tile
 
@@ -58,10 +57,9 @@ constexpr int paged_attention_tile_tokens(int num_heads, int num_kv_heads) {
   return group >= kPagedAttentionTileRows ? 1 : kPagedAttentionTileRows / group;
 }
 
-// Query tokens a block serves: one tile per warp (a decode block gets one
-// token; its warps then split the keys instead).
-constexpr int paged_attention_item_tokens(int num_heads, int num_kv_heads) {
-  return kPagedAttentionWarps * paged_attention_tile_tokens(num_heads, num_kv_heads);
+// One warp per kv head, up to kPagedAttentionWarps kv heads a block.
+constexpr int paged_attention_block_threads(int num_kv_heads) {
+  return 32 * (num_kv_heads < kPagedAttentionWarps ? num_kv_heads : kPagedAttentionWarps);
 }
 
 }  // namespace llmc_kernels
@@ -340,6 +338,23 @@ struct SlotWalk {
     }
   }
 
+  // The normalised output of this token's GROUP heads (no other block holds
+  // a part of them), from lanes 0..LPK-1; out_row = the token's first head
+  // of this kv head.
+  __device__ __forceinline__ void write(T* out_row) const {
+    const int lane = threadIdx.x & 31;
+    if (lane >= LPK) return;
+#pragma unroll
+    for (int g = 0; g < GROUP; ++g) {
+      const float inv = l[g] > 0.f ? 1.f / l[g] : 0.f;
+#pragma unroll
+      for (int c = 0; c < CPL; ++c)
+#pragma unroll
+        for (int e = 0; e < VW; ++e)
+          out_row[g * HEAD_DIM + (c * LPK + lane) * VW + e] = from_float<T>(acc[g][c][e] * inv);
+    }
+  }
+
   // The warp's partials into rows row0 .. row0 + GROUP - 1 of its shared slots.
   template <int HD_STRIDE>
   __device__ __forceinline__ void store(float* wm, float* wl, float (*wacc)[HD_STRIDE],
@@ -583,6 +598,33 @@ struct MmaWalk {
     }
   }
 
+  // The normalised output of rows [0, rows) (no other block holds a part of
+  // them): row r is query head kvh * GROUP + r % GROUP of token t0 + r / GROUP.
+  // Lane (g, qd) holds dims [2qd NT, (2qd + 2) NT) of its rows: 16-byte stores.
+  __device__ __forceinline__ void write(T* out, int q_stride, int t0, int kvh, int rows) const {
+    const int lane = threadIdx.x & 31;
+    const int g = lane >> 2;
+    const int qd = lane & 3;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = g + 8 * h;
+      if (row >= rows) continue;
+      const float inv = l[h] > 0.f ? 1.f / l[h] : 0.f;
+      T* dst = out + static_cast<long long>(t0 + row / GROUP) * q_stride +
+               (kvh * GROUP + row % GROUP) * HEAD_DIM + 2 * qd * NT;
+#pragma unroll
+      for (int c = 0; c < 2 * NT / 8; ++c) {
+        Vec<T, 8> v;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const int j = c * 8 + e;
+          v.v[e] = from_float<T>((j < NT ? o[j][2 * h] : o[j - NT][2 * h + 1]) * inv);
+        }
+        store_vec<8>(dst, c, v);
+      }
+    }
+  }
+
   // Rows [0, rows) of the warp's shared slots (the tile's real rows).
   template <int HD_STRIDE>
   __device__ __forceinline__ void store(float* wm, float* wl, float (*wacc)[HD_STRIDE],
@@ -614,20 +656,13 @@ constexpr bool use_mma() {
          PAGE_SIZE % 16 == 0 && ROWS <= 16;
 }
 
-// Shared memory of one block: per warp, the partials of up to ROWS rows.
-// Flattened, row i of the block is wm[i / ROWS][i % ROWS] (and likewise for
-// wl, wacc): in key-split mode the warps' partials of the same rows, merged
-// into wacc[0]; in row-split mode warp w's own rows, block rows
-// [w ROWS, (w + 1) ROWS).
-template <int ROWS, int HEAD_DIM>
+// Shared memory of one block, used only when a cluster splits the keys:
+// per warp (kv head), the partials of its tile's rows.
+template <int HEADS, int ROWS, int HEAD_DIM>
 struct PagedAttentionSmem {
-  static constexpr int WARPS = kPagedAttentionWarps;
-  float wm[WARPS][ROWS];  // per-warp running max (log2 units)
-  float wl[WARPS][ROWS];  // per-warp sum of exp2(logit - m)
-  float ww[WARPS][ROWS];  // exp2(wm - block max)
-  float bm[WARPS * ROWS];  // the block's partial result, read by the whole cluster
-  float bl[WARPS * ROWS];
-  float wacc[WARPS][ROWS][HEAD_DIM];
+  float wm[HEADS][ROWS];  // running max (log2 units)
+  float wl[HEADS][ROWS];  // sum of exp2(logit - m)
+  float wacc[HEADS][ROWS][HEAD_DIM];
 };
 
 // The key ranges of tokens t0 .. t0 + tokens - 1 (tokens <= 0: an empty tile).
@@ -660,10 +695,11 @@ __device__ __forceinline__ Tile<TQ> make_tile(int t0, int tokens, const int* pos
 
 }  // namespace paged_attention_detail
 
-// grid = (items * C, NUM_KV_HEADS), clusters of (C, 1, 1) with C chosen at
-// launch (no cluster: C = 1): cluster i serves item i.
+// grid = (tiles * C, ceil(NUM_KV_HEADS / HEADS)) with HEADS warps a block,
+// clusters of (C, 1, 1) with C chosen at launch (no cluster: C = 1):
+// cluster i serves tile i, warp w of block row y kv head y * HEADS + w.
 template <int NUM_HEADS, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, typename T>
-__global__ void __launch_bounds__(kPagedAttentionWarps * 32)
+__global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
     paged_attention(const T* q, const T* k_cache, const T* v_cache, const int* positions,
                     const int* qo_indptr, const int* kv_indptr, const int* kv_page_indices,
                     const int* kv_last_page_len, T* out, float scale, int sliding_window,
@@ -671,143 +707,112 @@ __global__ void __launch_bounds__(kPagedAttentionWarps * 32)
   static_assert(NUM_HEADS % NUM_KV_HEADS == 0, "GQA needs NUM_HEADS % NUM_KV_HEADS == 0");
   constexpr int GROUP = NUM_HEADS / NUM_KV_HEADS;
   constexpr int TQ = paged_attention_tile_tokens(NUM_HEADS, NUM_KV_HEADS);
-  constexpr int ITEM = paged_attention_item_tokens(NUM_HEADS, NUM_KV_HEADS);
   constexpr int ROWS = GROUP * TQ;
-  constexpr int WARPS = kPagedAttentionWarps;
-  constexpr int BLOCK = WARPS * 32;
+  constexpr int HEADS = paged_attention_block_threads(NUM_KV_HEADS) / 32;
+  constexpr int BLOCK = HEADS * 32;
   namespace pad = paged_attention_detail;
-  using Smem = pad::PagedAttentionSmem<ROWS, HEAD_DIM>;
+  using Smem = pad::PagedAttentionSmem<HEADS, ROWS, HEAD_DIM>;
   static_assert(sizeof(Smem) <= 48 * 1024, "GQA group x head_dim too large for paged_attention");
 
   const unsigned csize = pad::cluster_size();
   const unsigned rank = pad::cluster_rank();
   const int item = blockIdx.x / csize;
-  const int kvh = blockIdx.y;
   const int warp = threadIdx.x / 32;
+  const int kvh = blockIdx.y * HEADS + warp;
+  const bool has_head = kvh < NUM_KV_HEADS;  // the last block row may have fewer heads
 
-  // The item (the same for every block of the cluster, so a spare item's
+  // The tile (the same for every block of the cluster, so a spare tile's
   // cluster exits as a whole): tokens t0 .. t0 + n - 1 of sequence seq.
-  const int seq = pad::find_item_seq(qo_indptr, num_seqs, item, ITEM);
-  const int t0 = qo_indptr[seq] + (item - pad::item_start(qo_indptr, seq, ITEM)) * ITEM;
-  const int n = min(ITEM, min(qo_indptr[seq + 1], num_tokens) - t0);
+  const int seq = pad::find_item_seq(qo_indptr, num_seqs, item, TQ);
+  const int t0 = qo_indptr[seq] + (item - pad::item_start(qo_indptr, seq, TQ)) * TQ;
+  const int n = min(TQ, min(qo_indptr[seq + 1], num_tokens) - t0);
   if (n <= 0) return;
-  // One tile (decode): all warps split its pages. More: warp w takes tile w
-  // and walks all of its pages (split only across the cluster), no merge.
-  const bool split_rows = n > TQ;
   const int kv_len = seq_kv_len(kv_indptr, kv_last_page_len, seq, PAGE_SIZE);
-  const pad::Tile<TQ> tile = pad::make_tile<TQ>(t0 + (split_rows ? warp * TQ : 0),
-                                                n - (split_rows ? warp * TQ : 0), positions,
-                                                kv_len, sliding_window);
-  const int walker = split_rows ? static_cast<int>(rank) : static_cast<int>(rank) * WARPS + warp;
-  const int walkers = split_rows ? static_cast<int>(csize) : static_cast<int>(csize) * WARPS;
-  const int rows = n * GROUP;  // the block's real rows (flattened, see PagedAttentionSmem)
+  const pad::Tile<TQ> tile = pad::make_tile<TQ>(t0, n, positions, kv_len, sliding_window);
+  const int rows = n * GROUP;
   const int* pages = kv_page_indices + kv_indptr[seq];
+  const bool clustered = csize > 1;  // block `rank` walks pages rank, rank + C, ...
 
   __shared__ Smem sm;
   const float scale_log2 = scale * pad::kLog2e;
   constexpr int Q_STRIDE = NUM_HEADS * HEAD_DIM;
 
-  // Step 1: this warp's pages of its tile, into its shared slots.
-  bool done = false;
-  if constexpr (pad::use_mma<T, HEAD_DIM, PAGE_SIZE, ROWS>()) {
+  // Step 1: this warp's kv head over this block's pages; without a cluster
+  // the warp holds whole rows and writes them.
+  if (has_head) {
+    bool done = false;
+    if constexpr (pad::use_mma<T, HEAD_DIM, PAGE_SIZE, ROWS>()) {
 #if LLMC_PAGED_ATTENTION_MMA
-    if (is_aligned(q, 16) && is_aligned(k_cache, 16) && is_aligned(v_cache, 16)) {
-      if (tile.tokens > 0) {
+      if (is_aligned(q, 16) && is_aligned(k_cache, 16) && is_aligned(v_cache, 16) &&
+          is_aligned(out, 16)) {
         pad::MmaWalk<GROUP, TQ, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, T> w;
-        w.run(q, Q_STRIDE, k_cache, v_cache, pages, kvh, tile, scale_log2, walker, walkers);
-        w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp], tile.tokens * GROUP);
+        w.run(q, Q_STRIDE, k_cache, v_cache, pages, kvh, tile, scale_log2, static_cast<int>(rank),
+              static_cast<int>(csize));
+        if (clustered) {
+          w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp], rows);
+        } else {
+          w.write(out, Q_STRIDE, t0, kvh, rows);
+        }
+        done = true;
       }
-      done = true;
-    }
 #endif
-  }
-  if (!done) {
-    constexpr int VW = pad::vector_width<T, HEAD_DIM>();
-    const bool vec = VW > 1 && is_aligned(q, VW * sizeof(T)) &&
-                     is_aligned(k_cache, VW * sizeof(T)) && is_aligned(v_cache, VW * sizeof(T));
-    for (int i = 0; i < tile.tokens; ++i) {
-      const int keys = tile.hi[i] >= tile.lo[i] ? tile.hi[i] - tile.lo[i] + 1 : 0;
-      const T* q_row = q + static_cast<long long>(tile.t0 + i) * Q_STRIDE + kvh * GROUP * HEAD_DIM;
-      if (vec) {
-        pad::SlotWalk<GROUP, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, VW, T> w;
-        w.run(q_row, k_cache, v_cache, pages, kvh, tile.lo[i], keys, scale_log2, walker, walkers);
-        w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp], i * GROUP);
-      } else {
-        pad::SlotWalk<GROUP, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, 1, T> w;
-        w.run(q_row, k_cache, v_cache, pages, kvh, tile.lo[i], keys, scale_log2, walker, walkers);
-        w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp], i * GROUP);
+    }
+    if (!done) {
+      constexpr int VW = pad::vector_width<T, HEAD_DIM>();
+      const bool vec = VW > 1 && is_aligned(q, VW * sizeof(T)) &&
+                       is_aligned(k_cache, VW * sizeof(T)) && is_aligned(v_cache, VW * sizeof(T));
+      for (int i = 0; i < n; ++i) {
+        const int keys = tile.hi[i] >= tile.lo[i] ? tile.hi[i] - tile.lo[i] + 1 : 0;
+        const long long head0 = static_cast<long long>(t0 + i) * Q_STRIDE + kvh * GROUP * HEAD_DIM;
+        auto walk = [&](auto& w) {
+          w.run(q + head0, k_cache, v_cache, pages, kvh, tile.lo[i], keys, scale_log2,
+                static_cast<int>(rank), static_cast<int>(csize));
+          if (clustered) {
+            w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp], i * GROUP);
+          } else {
+            w.write(out + head0);
+          }
+        };
+        if (vec) {
+          pad::SlotWalk<GROUP, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, VW, T> w;
+          walk(w);
+        } else {
+          pad::SlotWalk<GROUP, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, 1, T> w;
+          walk(w);
+        }
       }
     }
   }
-  __syncthreads();
+  if (!clustered) return;
 
-  // Step 2: the block's partial result per row. Split rows: each warp's own.
-  // Split keys: the warps' partials of the same rows merged into wacc[0].
-  const float* flat_wm = &sm.wm[0][0];
-  const float* flat_wl = &sm.wl[0][0];
-  float* flat_acc = &sm.wacc[0][0][0];
-  if (split_rows) {
-    for (int r = threadIdx.x; r < rows; r += BLOCK) {
-      sm.bm[r] = flat_wm[r];
-      sm.bl[r] = flat_wl[r];
-    }
-  } else {
-    for (int r = threadIdx.x; r < rows; r += BLOCK) {
-      float mx = neg_inf();
-#pragma unroll
-      for (int v = 0; v < WARPS; ++v) mx = fmaxf(mx, sm.wm[v][r]);
-      float den = 0.f;
-#pragma unroll
-      for (int v = 0; v < WARPS; ++v) {
-        const float mv = sm.wm[v][r];
-        sm.ww[v][r] = mv == neg_inf() ? 0.f : exp2f(mv - mx);
-        den += sm.ww[v][r] * sm.wl[v][r];
-      }
-      sm.bm[r] = mx;
-      sm.bl[r] = den;
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < rows * HEAD_DIM; i += BLOCK) {
-      const int r = i / HEAD_DIM;
-      const int d = i % HEAD_DIM;
-      float a = 0.f;
-#pragma unroll
-      for (int v = 0; v < WARPS; ++v) a += sm.ww[v][r] * sm.wacc[v][r][d];
-      sm.wacc[0][r][d] = a;
-    }
-  }
-
-  // Step 3: block `rank` finalises outputs [rank * per, (rank + 1) * per) of
-  // the block's rows; row r is query head kvh * GROUP + r % GROUP of token
-  // t0 + r / GROUP.
-  const bool clustered = csize > 1;
-  if (clustered) {
-    pad::cluster_sync();
-  } else {
-    __syncthreads();
-  }
-  const int total = rows * HEAD_DIM;
+  // Step 2: block `rank` finalises outputs [rank * per, (rank + 1) * per) of
+  // the block's heads x rows x HEAD_DIM from the partials of all ranks (read
+  // through distributed shared memory).
+  pad::cluster_sync();
+  const int heads = min(HEADS, NUM_KV_HEADS - static_cast<int>(blockIdx.y) * HEADS);
+  const int total = heads * rows * HEAD_DIM;
   const int per = (total + static_cast<int>(csize) - 1) / static_cast<int>(csize);
   for (int k = threadIdx.x; k < per; k += BLOCK) {
     const int i = static_cast<int>(rank) * per + k;
     if (i >= total) break;
-    const int r = i / HEAD_DIM;
+    const int h = i / (rows * HEAD_DIM);
+    const int r = i / HEAD_DIM % rows;
+    const int d = i % HEAD_DIM;
     float mx = neg_inf();
-    for (unsigned b = 0; b < csize; ++b)
-      mx = fmaxf(mx, clustered ? *pad::map_rank(&sm.bm[r], b) : sm.bm[r]);
+    for (unsigned b = 0; b < csize; ++b) mx = fmaxf(mx, *pad::map_rank(&sm.wm[h][r], b));
     float o = 0.f, den = 0.f;
     for (unsigned b = 0; b < csize; ++b) {
-      const float mb = clustered ? *pad::map_rank(&sm.bm[r], b) : sm.bm[r];
+      const float mb = *pad::map_rank(&sm.wm[h][r], b);
       const float wb = mb == neg_inf() ? 0.f : exp2f(mb - mx);
-      o += wb * (clustered ? *pad::map_rank(&flat_acc[i], b) : flat_acc[i]);
-      den += wb * (clustered ? *pad::map_rank(&sm.bl[r], b) : sm.bl[r]);
+      o += wb * *pad::map_rank(&sm.wacc[h][r][d], b);
+      den += wb * *pad::map_rank(&sm.wl[h][r], b);
     }
     const long long t = t0 + r / GROUP;
-    out[t * Q_STRIDE + (kvh * GROUP + r % GROUP) * HEAD_DIM + i % HEAD_DIM] =
-        from_float<T>(den > 0.f ? o / den : 0.f);
+    const int head = (static_cast<int>(blockIdx.y) * HEADS + h) * GROUP + r % GROUP;
+    out[t * Q_STRIDE + head * HEAD_DIM + d] = from_float<T>(den > 0.f ? o / den : 0.f);
   }
   // No block may exit (releasing its shared memory) while others read it.
-  if (clustered) pad::cluster_sync();
+  pad::cluster_sync();
 }
 
 }  // namespace llmc_kernels
@@ -817,16 +822,17 @@ __global__ void __launch_bounds__(kPagedAttentionWarps * 32)
 // ---- launch geometry (host and device) ----
 namespace llmc_kernels {
 
-// x: one work item per ITEM = paged_attention_item_tokens tokens,
-// ceil((tokens + (ITEM - 1) * seqs) / ITEM) of them (enough for every
-// sequence's items, see the top of the file); the runtime multiplies x by
-// the cluster size it picks. y: one kv head (GQA group) each.
+// x: one work item per tile, ceil((tokens + (TILE_TOKENS - 1) * seqs) /
+// TILE_TOKENS) of them (enough for every sequence's tiles, see the top of
+// the file); the runtime multiplies x by the cluster size it picks. y: one
+// block per kPagedAttentionWarps kv heads.
 constexpr LaunchShape paged_attention_launch(int num_heads, int num_kv_heads) {
-  const int item_tokens = paged_attention_item_tokens(num_heads, num_kv_heads);
+  const int tile_tokens = paged_attention_tile_tokens(num_heads, num_kv_heads);
+  const int block_threads = paged_attention_block_threads(num_kv_heads);
   LaunchShape s;
-  s.grid_x = SymExpr{1, item_tokens - 1, 0, item_tokens};
-  s.grid_y = SymExpr{0, 0, num_kv_heads, 1};
-  s.block_threads = kPagedAttentionWarps * 32;
+  s.grid_x = SymExpr{1, tile_tokens - 1, 0, tile_tokens};
+  s.grid_y = SymExpr{0, 0, num_kv_heads, block_threads / 32};
+  s.block_threads = block_threads;
   s.max_cluster = kPagedAttentionMaxCluster;
   return s;
 }

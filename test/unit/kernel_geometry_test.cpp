@@ -42,26 +42,29 @@ TEST(KernelGeometry, BlockSizesFollowTheRowWidth) {
   EXPECT_EQ(launch("rms_norm", {64}).block_threads, 32);
 }
 
-TEST(KernelGeometry, AttentionCoversEveryItemOfEveryKvHead) {
-  // Llama-3-8B: a GQA group of 4 heads, so a tile holds 4 tokens (16 rows)
-  // and a block's item 4 tiles.
+TEST(KernelGeometry, AttentionCoversEveryTileOfEveryKvHead) {
+  // Llama-3-8B: a GQA group of 4 heads, so a tile holds 4 tokens (16 rows).
   EXPECT_EQ(llmc_kernels::paged_attention_tile_tokens(32, 8), 4);
   EXPECT_EQ(llmc_kernels::paged_attention_tile_tokens(28, 4), 2);    // Qwen2-7B: 7 heads
   EXPECT_EQ(llmc_kernels::paged_attention_tile_tokens(32, 32), 16);  // MHA
   EXPECT_EQ(llmc_kernels::paged_attention_tile_tokens(64, 2), 1);    // 32 heads
-  EXPECT_EQ(llmc_kernels::paged_attention_item_tokens(32, 8), 16);
   LaunchShape shape = launch("paged_attention", {32, 8, 128, 16});
-  // Decode (one token a sequence): one item per sequence.
+  // Decode (one token a sequence): one tile per sequence.
   EXPECT_EQ(shape.grid_x.eval(100, 100), 100);
-  // Prefill of one 4096-token sequence: 256 items (and a spare that exits).
-  EXPECT_EQ(shape.grid_x.eval(4096, 1), 257);
-  // Ragged: sequences of 17, 1 and 2 tokens need 2 + 1 + 1 items; the grid
-  // counts ceil((20 + 15 * 3) / 16) = 5, enough for any split of 20 tokens.
-  EXPECT_EQ(shape.grid_x.eval(20, 3), 5);
-  EXPECT_EQ(shape.grid_y.eval(100, 4), 8);
+  // Prefill of one 4096-token sequence: 1024 tiles (and a spare that exits).
+  EXPECT_EQ(shape.grid_x.eval(4096, 1), 1025);
+  // Ragged: sequences of 5, 1 and 2 tokens need 2 + 1 + 1 tiles; the grid
+  // counts ceil((8 + 3 * 3) / 4) = 5, enough for any split of 8 tokens.
+  EXPECT_EQ(shape.grid_x.eval(8, 3), 5);
+  // One warp per kv head, 4 a block: 2 block rows for 8 kv heads.
+  EXPECT_EQ(shape.grid_y.eval(100, 4), 2);
   EXPECT_EQ(shape.block_threads, 128);
   EXPECT_EQ(shape.shared_bytes, 0);
   EXPECT_EQ(shape.max_cluster, 8);
+  // 2 kv heads (Qwen2.5-0.5B): blocks of 2 warps; 6: 2 rows, the last half full.
+  EXPECT_EQ(launch("paged_attention", {14, 2, 64, 16}).block_threads, 64);
+  EXPECT_EQ(launch("paged_attention", {14, 2, 64, 16}).grid_y.eval(1, 1), 1);
+  EXPECT_EQ(launch("paged_attention", {24, 6, 128, 16}).grid_y.eval(1, 1), 2);
 }
 
 TEST(KernelGeometry, ClustersSplitItemsOnlyWhileTheGridIsSmall) {
