@@ -42,10 +42,10 @@
 
 namespace llmc_kernels {
 
-// Chosen by measurement on an H200, Llama-3.1-8B shape (bf16, 32/8 heads, 128
-// dims): against 8 or 16 warps, 4 warps a block were the fastest at decode
-// batch 8 and 64 and for prefill.
-constexpr int kPagedAttentionMaxCluster = 8;  // blocks per item; portable cluster max
+// Blocks of up to 4 kv heads (one warp each): Llama 3 and Qwen2 have 2 to 8
+// kv heads. Clusters stay within the portable size; 16 (non-portable)
+// helped batch 1 and hurt batch 8 (docs/PERF.md).
+constexpr int kPagedAttentionMaxCluster = 8;  // blocks per tile
 constexpr int kPagedAttentionWarps = 4;       // warps (kv heads) per block at most
 constexpr int kPagedAttentionUnroll = 4;      // SIMT walk: keys per slot per step
 constexpr int kPagedAttentionTileRows = 16;   // query rows of one MMA tile
