@@ -163,6 +163,21 @@ void Scheduler::matchCachedPrefix(Sequence &seq) {
   seq.computed = int64_t(seq.pages.size()) * pageSize;
 }
 
+bool Scheduler::prefixInFlight(const Sequence &seq) const {
+  if (!options_.prefix_caching)
+    return false;
+  // The page after seq's cached prefix, if seq could take it from the cache.
+  const int64_t pageSize = executor_.pageSize();
+  const int64_t next = int64_t(seq.pages.size());
+  const int64_t end = (next + 1) * pageSize;
+  if (end > int64_t(seq.tokens.size()) - 1)
+    return false;
+  return std::any_of(running_.begin(), running_.end(), [&](const std::unique_ptr<Sequence> &other) {
+    return int64_t(other->pageKeys.size()) <= next && int64_t(other->tokens.size()) >= end &&
+           std::equal(seq.tokens.begin(), seq.tokens.begin() + end, other->tokens.begin());
+  });
+}
+
 void Scheduler::publishFullPages(Sequence &seq) {
   if (!options_.prefix_caching)
     return;
@@ -243,7 +258,7 @@ std::vector<SequenceUpdate> Scheduler::step() {
     Sequence &seq = *waiting_.front();
     matchCachedPrefix(seq);
     const int64_t needed = ceilDiv(int64_t(seq.tokens.size()), pageSize) - int64_t(seq.pages.size());
-    if (needed > pages_.numFree()) {
+    if (needed > pages_.numFree() || prefixInFlight(seq)) {
       releasePages(seq);
       break;
     }

@@ -13,7 +13,9 @@
 // With prefix caching, every full page of computed KV is published to the
 // BlockManager's prefix cache, and an admitted sequence starts from the
 // longest run of cached pages its tokens begin with (a preempted one usually
-// finds its own pages there still).
+// finds its own pages there still). A waiting request whose next page a
+// running sequence is about to publish waits for it (and so do the requests
+// behind it), rather than computing the same KV in the same forward.
 #pragma once
 
 #include "runtime/engine/Executor.h"
@@ -111,6 +113,11 @@ private:
   void preempt(Sequence &seq);
   void releasePages(Sequence &seq);
   void matchCachedPrefix(Sequence &seq);
+  /// True when a running sequence will publish the page that follows seq's
+  /// cached prefix (its tokens are seq's so far): seq then waits for it
+  /// instead of computing the same KV (n > 1 choices, a shared prefix that
+  /// arrives in several requests at once).
+  bool prefixInFlight(const Sequence &seq) const;
   void publishFullPages(Sequence &seq);
   /// Ends a sequence: its last text (the decoder's pending bytes too, unless
   /// flushText is false), the reason, its pages back.

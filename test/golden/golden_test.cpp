@@ -329,6 +329,50 @@ TEST_P(Golden, PrefixCacheServesTheSharedPrefix) {
   EXPECT_EQ(pages->numFree(), pages->numPages()) << "pages leaked";
 }
 
+// Three requests for the same prompt at once (n > 1, or one prefix arriving
+// in several requests): the first computes the prompt, the others wait a
+// forward for its pages and compute only the part after its last full page;
+// all three continue as transformers did.
+TEST_P(Golden, EqualPromptsAtOnceComputeTheSharedPagesOnce) {
+  size_t served = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const std::vector<int32_t> expectedTokens = expectedGreedy(i);
+    const size_t half = expectedTokens.size() / 2;
+    std::vector<int32_t> prompt = prompts[i];
+    prompt.insert(prompt.end(), expectedTokens.begin(), expectedTokens.begin() + long(half));
+    const int64_t shared = int64_t(prompt.size() - 1) / 16 * 16;  // the last token is computed anyway
+    if (shared == 0)
+      continue;  // no full page to share
+    ++served;
+    runtime::BlockManager fresh(pages->numPages());
+    runtime::SchedulerOptions options;
+    runtime::Scheduler scheduler(*executor, fresh, options);
+    const int maxTokens = int(expectedTokens.size() - half);
+    for (int copy = 0; copy < 3; ++copy)
+      scheduler.add(greedyRequest(prompt, maxTokens));
+    std::vector<std::vector<int32_t>> tokens(3);
+    std::vector<int64_t> cached(3, -1);
+    while (!scheduler.idle())
+      for (const runtime::SequenceUpdate &update : scheduler.step()) {
+        ASSERT_TRUE(update.sample) << update.error;
+        tokens[update.id].push_back(update.sample->token);
+        cached[update.id] = update.cached_tokens;
+      }
+    const std::vector<int32_t> rest(expectedTokens.begin() + long(half), expectedTokens.end());
+    for (size_t copy = 0; copy < 3; ++copy)
+      EXPECT_EQ(tokens[copy], rest) << "prompt " << i << ", copy " << copy;
+    EXPECT_EQ(cached, (std::vector<int64_t>{0, shared, shared})) << "prompt " << i;
+    const runtime::SchedulerCounters &counters = scheduler.counters();
+    EXPECT_EQ(counters.cached_prompt_tokens, 2 * shared) << "prompt " << i;
+    // Prompts once in full, twice past the shared pages; then one token a step.
+    EXPECT_EQ(counters.computed_tokens,
+              int64_t(prompt.size()) * 3 - 2 * shared + 3 * int64_t(maxTokens - 1))
+        << "prompt " << i;
+    EXPECT_EQ(fresh.numFree(), fresh.numPages()) << "pages leaked";
+  }
+  EXPECT_GT(served, 0u) << "no prompt of this case fills a page";
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, Golden, testing::ValuesIn(caseNames()),
                          [](const auto &info) { return info.param; });
 
