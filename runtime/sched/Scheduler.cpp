@@ -303,31 +303,45 @@ std::vector<SequenceUpdate> Scheduler::step() {
   for (Sequence *seq : scheduled)
     publishFullPages(*seq);
 
-  const size_t vocab = size_t(executor_.vocabSize());
-  std::vector<float> row;
+  // Host sampling: each row on its own (a Sampler per sequence), so the rows
+  // are spread over the pool's threads; the results do not depend on how.
+  std::vector<sample::SampleResult> results(sampled.size());
+  std::vector<std::string> errors(sampled.size());
+  if (!deviceGreedy) {
+    const size_t vocab = size_t(executor_.vocabSize());
+    samplingPool_.parallelFor(sampled.size(), [&](size_t s) {
+      Sequence *seq = sampled[s];
+      if (!seq)
+        return;  // a prompt chunk that is not the last: nothing to sample yet
+      std::vector<float> row(logits_.begin() + long(s * vocab), logits_.begin() + long((s + 1) * vocab));
+      if (seq->generated() < seq->request.min_tokens)
+        for (int32_t eos : options_.eos_token_ids)
+          row[size_t(eos)] = -std::numeric_limits<float>::infinity();
+      try {
+        results[s] = seq->sampler.sample(row);
+      } catch (const std::exception &error) {
+        errors[s] = error.what();
+      }
+    });
+  }
+
   std::vector<SequenceUpdate> updates;
   for (size_t s = 0; s < sampled.size(); ++s) {
     Sequence *seq = sampled[s];
     if (!seq)
-      continue;  // a prompt chunk that is not the last: nothing to sample yet
+      continue;
     SequenceUpdate update{seq->id, std::nullopt, "", false, "", "", seq->cachedTokens};
     sample::SampleResult result;
     if (deviceGreedy) {
       result.token = greedyTokens_[s];
       result.logprob = std::numeric_limits<float>::quiet_NaN();  // not computed, not asked for
+    } else if (!errors[s].empty()) {
+      update.error = errors[s];
+      finish(*seq, update, "error");
+      updates.push_back(std::move(update));
+      continue;
     } else {
-      row.assign(logits_.begin() + long(s * vocab), logits_.begin() + long((s + 1) * vocab));
-      if (seq->generated() < seq->request.min_tokens)
-        for (int32_t eos : options_.eos_token_ids)
-          row[size_t(eos)] = -std::numeric_limits<float>::infinity();
-      try {
-        result = seq->sampler.sample(row);
-      } catch (const std::exception &error) {
-        update.error = error.what();
-        finish(*seq, update, "error");
-        updates.push_back(std::move(update));
-        continue;
-      }
+      result = std::move(results[s]);
     }
     const int32_t token = result.token;
     seq->tokens.push_back(token);

@@ -21,6 +21,7 @@
 #include "runtime/engine/Executor.h"
 #include "runtime/kv/BlockManager.h"
 #include "runtime/sample/Sampler.h"
+#include "runtime/support/ThreadPool.h"
 #include "runtime/text/Tokenizer.h"
 
 #include <cstdint>
@@ -28,6 +29,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace llmc::runtime {
@@ -134,6 +136,8 @@ private:
   SchedulerCounters counters_;
   std::vector<float> logits_;
   std::vector<int32_t> greedyTokens_;
+  /// Host sampling of a forward's rows (a 128K vocabulary takes 1-2 ms a row).
+  ThreadPool samplingPool_{std::min(15u, std::max(1u, std::thread::hardware_concurrency()) - 1)};
 };
 
 /// Runs all requests to completion (the offline path of `llmrun generate`).
