@@ -4,6 +4,7 @@
 #pragma once
 
 #include "runtime/plan/PlanFile.h"
+#include "runtime/sample/RowSampling.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -50,9 +51,12 @@ public:
   virtual void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
                       std::span<const plan::Scalar> scalars, const BatchShape &batch) = 0;
   virtual void gemm(const GemmArgs &args) = 0;
-  /// out[r] = index of the largest of logits[r, 0..cols) (lowest on ties,
-  /// NaN never chosen) for each of `rows` fp32 rows, all on the device.
-  virtual void argmax(const float *logits, int64_t rows, int64_t cols, int32_t *out) = 0;
+  /// Samples each of `rows` fp32 rows of logits[rows, cols] as
+  /// runtime/sample/Sampler.h defines: row r by params[r] and its
+  /// adjustments (applied to the logits in place), the result in out[r].
+  /// Every pointer is device memory.
+  virtual void sample(float *logits, int64_t rows, int64_t cols, const sample::RowSampling *params,
+                      const sample::LogitAdjustment *adjustments, sample::RowSample *out) = 0;
   /// Waits until every launched step has finished.
   virtual void synchronize() = 0;
   /// Free device memory in bytes, where the backend can tell (CUDA).
@@ -65,6 +69,21 @@ public:
   virtual void *endCapture() { return nullptr; }
   virtual void replay(void *graph) {}
   virtual void destroyGraph(void *graph) {}
+};
+
+/// Device memory owned by a scope (probes, benchmarks, tests).
+class DeviceBuffer {
+public:
+  DeviceBuffer(Backend &backend, size_t bytes)
+      : backend_(backend), pointer_(backend.allocate(bytes > 0 ? bytes : 1)) {}
+  ~DeviceBuffer() { backend_.release(pointer_); }
+  DeviceBuffer(const DeviceBuffer &) = delete;
+  DeviceBuffer &operator=(const DeviceBuffer &) = delete;
+  template <typename T = void> T *get() const { return static_cast<T *>(pointer_); }
+
+private:
+  Backend &backend_;
+  void *pointer_;
 };
 
 /// "cpu", or "auto" (the CUDA backend when a GPU is present; CPU otherwise).

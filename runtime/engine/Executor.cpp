@@ -142,7 +142,10 @@ void Executor::allocateBuffers(const std::vector<void *> &weights) {
     offset += size_t(rows == "pages" ? pageCapacity_ : rows == "tokens" ? maxTokens_ : maxSeqs_ + 1);
   }
   inputBlock_ = static_cast<int32_t *>(memory_.allocate(offset * sizeof(int32_t)));
-  argmaxTokens_ = static_cast<int32_t *>(memory_.allocate(size_t(maxSeqs_) * sizeof(int32_t)));
+  rowParams_ = static_cast<sample::RowSampling *>(
+      memory_.allocate(size_t(maxSeqs_) * sizeof(sample::RowSampling)));
+  rowSamples_ = static_cast<sample::RowSample *>(
+      memory_.allocate(size_t(maxSeqs_) * sizeof(sample::RowSample)));
   staging_.resize(offset);
 
   const int64_t tokensRegion = rank_.workspace_bytes_per_token() * maxTokens_;
@@ -223,6 +226,11 @@ void *Executor::DeviceMemory::allocate(size_t bytes) {
   return pointers.back();
 }
 
+void Executor::DeviceMemory::release(void *pointer) {
+  pointers.erase(std::find(pointers.begin(), pointers.end(), pointer));
+  backend.release(pointer);
+}
+
 // Everything the kernels index with is checked here, so that a bad batch is
 // an error message and never an out-of-bounds access.
 void Executor::validate(const ForwardBatch &b) const {
@@ -296,13 +304,43 @@ void Executor::forward(const ForwardBatch &batch, std::vector<float> &logits) {
   backend_.download(logits.data(), buffers_[size_t(logitsBuffer_)], logits.size() * sizeof(float));
 }
 
-void Executor::forwardGreedy(const ForwardBatch &batch, std::vector<int32_t> &tokens) {
+void Executor::forwardSample(const ForwardBatch &batch, std::span<const sample::RowSampling> rows,
+                             std::span<const sample::LogitAdjustment> adjustments,
+                             std::vector<sample::RowSample> &results) {
   TimeInto timer{forwardSeconds_};
+  if (int64_t(rows.size()) != batch.numSeqs())
+    reject("a forward of " + std::to_string(batch.numSeqs()) + " sequences needs as many sampling rows, got " +
+           std::to_string(rows.size()));
+  for (const sample::RowSampling &row : rows)
+    if (row.first_adjustment < 0 || row.num_adjustments < 0 ||
+        size_t(row.first_adjustment) + size_t(row.num_adjustments) > adjustments.size() ||
+        row.logprobs < 0 || row.logprobs > sample::kMaxTopLogprobs)
+      reject("a sampling row's adjustments or logprobs are out of range");
+  if (adjustments.size() > adjustmentCapacity_) {
+    if (adjustments_)
+      memory_.release(adjustments_);
+    adjustments_ = nullptr;
+    adjustmentCapacity_ = std::max(adjustments.size(), 2 * adjustmentCapacity_);
+    adjustments_ = static_cast<sample::LogitAdjustment *>(
+        memory_.allocate(adjustmentCapacity_ * sizeof(sample::LogitAdjustment)));
+  }
   const BatchShape shape = run(batch);
-  backend_.argmax(static_cast<const float *>(buffers_[size_t(logitsBuffer_)]), shape.num_seqs,
-                  vocabSize(), argmaxTokens_);
-  tokens.resize(size_t(shape.num_seqs));
-  backend_.download(tokens.data(), argmaxTokens_, tokens.size() * sizeof(int32_t));
+  backend_.upload(rowParams_, rows.data(), rows.size_bytes());
+  if (!adjustments.empty())
+    backend_.upload(adjustments_, adjustments.data(), adjustments.size_bytes());
+  backend_.sample(static_cast<float *>(buffers_[size_t(logitsBuffer_)]), shape.num_seqs, vocabSize(),
+                  rowParams_, adjustments_, rowSamples_);
+  results.resize(size_t(shape.num_seqs));
+  backend_.download(results.data(), rowSamples_, results.size() * sizeof(sample::RowSample));
+}
+
+void Executor::forwardGreedy(const ForwardBatch &batch, std::vector<int32_t> &tokens) {
+  std::vector<sample::RowSampling> rows(size_t(batch.numSeqs()), sample::RowSampling{});
+  std::vector<sample::RowSample> results;
+  forwardSample(batch, rows, {}, results);
+  tokens.resize(results.size());
+  std::transform(results.begin(), results.end(), tokens.begin(),
+                 [](const sample::RowSample &r) { return r.token; });
 }
 
 BatchShape Executor::run(const ForwardBatch &batch) {

@@ -5,6 +5,7 @@
 
 #include "runtime/backend/Backend.h"
 #include "runtime/plan/PlanFile.h"
+#include "runtime/sample/RowSampling.h"
 #include "runtime/weights/safetensors.h"
 
 #include <cstdint>
@@ -86,10 +87,16 @@ public:
 
   /// Runs one forward and returns its logits, numSeqs() rows of vocabSize().
   void forward(const ForwardBatch &batch, std::vector<float> &logits);
-  /// Runs one forward and returns each sequence's most likely next token
-  /// (lowest id on ties), picked on the device: only the tokens come back.
+  /// Runs one forward and samples each sequence's row where the logits are
+  /// (Backend::sample): rows[s] and its adjustments say how; results[s] is
+  /// what comes back. Throws BatchError for rows that do not fit the batch.
+  void forwardSample(const ForwardBatch &batch, std::span<const sample::RowSampling> rows,
+                     std::span<const sample::LogitAdjustment> adjustments,
+                     std::vector<sample::RowSample> &results);
+  /// forwardSample() with every row greedy: each sequence's most likely next
+  /// token (lowest id on ties).
   void forwardGreedy(const ForwardBatch &batch, std::vector<int32_t> &tokens);
-  /// Wall time spent in forward() and forwardGreedy() so far (each returns
+  /// Wall time spent in forward() and forwardSample() so far (each returns
   /// when its results are on the host): the rest of a serving loop's time is
   /// host work during which the device idles.
   double forwardSeconds() const { return forwardSeconds_; }
@@ -108,6 +115,7 @@ private:
     std::vector<void *> pointers;
     ~DeviceMemory();
     void *allocate(size_t bytes);
+    void release(void *pointer);
   };
 
   void validate(const ForwardBatch &batch) const;
@@ -122,7 +130,10 @@ private:
   DeviceMemory memory_;
   std::vector<void *> buffers_;      // one pointer per plan buffer
   int32_t *inputBlock_ = nullptr;      // the ABI arrays on the device, at inputOffsets_
-  int32_t *argmaxTokens_ = nullptr;    // forwardGreedy's tokens on the device
+  sample::RowSampling *rowParams_ = nullptr;  // forwardSample's rows on the device
+  sample::RowSample *rowSamples_ = nullptr;   // ... and their results
+  sample::LogitAdjustment *adjustments_ = nullptr;  // grown when a forward needs more
+  size_t adjustmentCapacity_ = 0;
   std::vector<size_t> inputOffsets_;   // in elements, in kAbiArrays order
   std::vector<int32_t> staging_;       // the same layout on the host
   int32_t logitsBuffer_ = -1;

@@ -18,11 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct ModuleSpec {
-  std::string name, source, entry, key;
-  std::vector<std::string> options;
-};
-
 // Cache entry layout: key length (8 bytes), key, lowered-name length, lowered
 // name, cubin. The full key is compared, so a hash collision is a miss.
 bool readEntry(const fs::path &path, const std::string &key, ModuleBinary &binary) {
@@ -77,11 +72,12 @@ std::string defaultCacheDir() {
 }
 
 std::vector<ModuleBinary> compileModules(const plan::Plan &plan, const std::string &arch,
-                                         const std::string &cache_dir) {
-  std::vector<ModuleSpec> specs;
-  const std::string version = nvrtcVersion();
-  std::vector<ModuleBinary> binaries(plan.kernels()->size());
-  std::vector<bool> precompiled(plan.kernels()->size(), false);
+                                         const std::string &cache_dir,
+                                         const std::vector<ModuleSource> &extra) {
+  std::vector<ModuleSource> specs;
+  const size_t count = plan.kernels()->size() + extra.size();
+  std::vector<ModuleBinary> binaries(count);
+  std::vector<bool> precompiled(count, false);
   for (const plan::KernelModule *kernel : *plan.kernels()) {
     // A binary the plan carries for this arch (llmc compile --arch) needs no JIT.
     if (kernel->cubins())
@@ -91,19 +87,23 @@ std::vector<ModuleBinary> compileModules(const plan::Plan &plan, const std::stri
                                     cubin->lowered_name()->str(), true};
           precompiled[specs.size()] = true;
         }
-    ModuleSpec spec{kernel->name()->str(), kernel->source()->str(),
-                    kernel->entries()->Get(0)->str(), "", {}};
+    ModuleSource spec{kernel->name()->str(), kernel->source()->str(),
+                      kernel->entries()->Get(0)->str(), {}};
     if (kernel->options())
       for (const auto *option : *kernel->options())
         spec.options.push_back(option->str());
+    specs.push_back(std::move(spec));
+  }
+  specs.insert(specs.end(), extra.begin(), extra.end());
+  const std::string version = nvrtcVersion();
+  auto cacheKey = [&](const ModuleSource &spec) {
     std::ostringstream key;
     key << "nvrtc " << version << "\narch " << arch << "\nentry " << spec.entry << "\n";
     for (const std::string &option : spec.options)
       key << "option " << option << "\n";
     key << spec.source;
-    spec.key = key.str();
-    specs.push_back(std::move(spec));
-  }
+    return key.str();
+  };
 
   std::vector<std::exception_ptr> errors(specs.size());
   std::mutex next;
@@ -120,16 +120,17 @@ std::vector<ModuleBinary> compileModules(const plan::Plan &plan, const std::stri
       if (precompiled[i])
         continue;
       try {
-        const ModuleSpec &spec = specs[i];
+        const ModuleSource &spec = specs[i];
+        const std::string key = cacheKey(spec);
         char hash[17];
         // 64 bits name the entry; the entry stores its full key, verified on load.
-        std::snprintf(hash, sizeof(hash), "%016llx", (unsigned long long)fnv1a(spec.key));
+        std::snprintf(hash, sizeof(hash), "%016llx", (unsigned long long)fnv1a(key));
         fs::path entry = fs::path(cache_dir) / "kernels" / (std::string(hash) + ".cubin");
-        if (readEntry(entry, spec.key, binaries[i]))
+        if (readEntry(entry, key, binaries[i]))
           continue;
         CompiledModule compiled = compileModule(spec.name, spec.source, {spec.entry}, spec.options, arch);
         binaries[i] = {std::move(compiled.cubin), compiled.lowered_names.at(0), false};
-        writeEntry(entry, spec.key, binaries[i]);
+        writeEntry(entry, key, binaries[i]);
       } catch (...) {
         errors[i] = std::current_exception();
       }

@@ -20,13 +20,20 @@ struct ModuleBinary {
 /// ~/.cache/llmc (the kernels/ subfolder holds the entries).
 std::string defaultCacheDir();
 
+/// A module that is not in a plan (the runtime's own kernels).
+struct ModuleSource {
+  std::string name, source, entry;  // entry: the NVRTC name expression
+  std::vector<std::string> options;
+};
+
 /// Compiles (or loads from `cache_dir`, or takes the plan's precompiled
 /// binary for `arch`) every kernel module of `plan` for `arch` (e.g.
-/// "sm_90"), in plan order. Throws std::runtime_error naming
-/// the module with NVRTC's log when one does not compile. An unreadable or
-/// corrupt cache entry is recompiled; a cache that cannot be written is
-/// skipped with no error.
+/// "sm_90"), in plan order, then each of `extra`, all in parallel. Throws
+/// std::runtime_error naming the module with NVRTC's log when one does not
+/// compile. An unreadable or corrupt cache entry is recompiled; a cache that
+/// cannot be written is skipped with no error.
 std::vector<ModuleBinary> compileModules(const plan::Plan &plan, const std::string &arch,
-                                         const std::string &cache_dir);
+                                         const std::string &cache_dir,
+                                         const std::vector<ModuleSource> &extra = {});
 
 } // namespace llmc::jit

@@ -95,6 +95,96 @@ void validate(const SamplingParams& p, int vocab_size) {
               token);
 }
 
+RowSample sampleRow(std::span<float> x, const RowSampling& row,
+                    std::span<const LogitAdjustment> adjustments) {
+  const auto V = static_cast<int32_t>(x.size());
+  RowSample result{};
+  result.token = -1;
+
+  // 0. Penalties and banned tokens, 1. Masking.
+  for (const LogitAdjustment& a : adjustments) {
+    if (a.token < 0 || a.token >= V) continue;
+    float& v = x[size_t(a.token)];
+    v = (v > 0 ? v / a.repetition : v * a.repetition) - a.subtract;
+  }
+  float m = -kInf;
+  for (float& v : x) {
+    if (std::isnan(v)) v = -kInf;
+    m = std::max(m, v);
+  }
+  if (m == -kInf) return result;
+  if (m == kInf) {  // the limit of softmax: the +inf tokens share everything
+    for (float& v : x) v = v == kInf ? 0.0f : -kInf;
+    m = 0;
+  }
+
+  // 2. Raw logprobs. w holds the weights at temperature 1 for now.
+  std::vector<double> w(static_cast<size_t>(V));
+  double sum = 0;
+  for (int32_t i = 0; i < V; ++i) sum += (w[i] = std::exp(double(x[i]) - m));
+  const double lse = m + std::log(sum);
+  auto logprob = [&](int32_t i) { return float(double(x[i]) - lse); };
+
+  if (row.logprobs > 0) {
+    // Insertion into a short sorted list; equal logits keep ascending ids.
+    const size_t n = size_t(std::min(row.logprobs, kMaxTopLogprobs));
+    std::vector<int32_t> top;
+    for (int32_t i = 0; i < V; ++i) {
+      if (x[i] == -kInf || (top.size() == n && x[i] <= x[top.back()])) continue;
+      top.insert(std::find_if(top.begin(), top.end(), [&](int32_t j) { return x[j] < x[i]; }), i);
+      if (top.size() > n) top.pop_back();
+    }
+    for (int32_t token : top) {
+      result.top_tokens[result.num_top] = token;
+      result.top_logprobs[result.num_top++] = logprob(token);
+    }
+  }
+
+  if (row.temperature == 0) {
+    // 3. Greedy: max_element returns the first (lowest id) of equal maxima.
+    result.token = int32_t(std::max_element(x.begin(), x.end()) - x.begin());
+  } else {
+    // 4. Weights and filters. Each filter keeps the tokens up to a cut in the
+    // order, or (min-p) of weight >= min_p; the most probable token has weight
+    // exactly 1 and survives them all.
+    const double T = row.temperature;
+    if (T != 1)
+      for (int32_t i = 0; i < V; ++i) w[i] = std::exp((double(x[i]) - m) / T);
+    std::vector<uint32_t> ranks(static_cast<size_t>(V));
+    for (int32_t i = 0; i < V; ++i) ranks[i] = rank(x[i]);
+    auto key = [&](int32_t i) { return uint64_t{ranks[i]} << 32 | uint32_t(i); };
+    uint64_t cut = std::numeric_limits<uint64_t>::max();
+    auto kept = [&](int32_t i) { return w[i] > 0 && key(i) <= cut; };
+    auto keptWeight = [&](int32_t i) { return kept(i) ? w[i] : 0.0; };
+    auto total = [&] {
+      double s = 0;
+      for (int32_t i = 0; i < V; ++i) s += keptWeight(i);
+      return s;
+    };
+    if (row.top_k > 0) {
+      auto count = [&](int32_t i) { return kept(i) ? 1.0 : 0.0; };
+      cut = key(selectInOrder(ranks, count, double(row.top_k), /*inclusive=*/true));
+    }
+    if (row.top_p < 1)
+      cut = key(selectInOrder(ranks, keptWeight, row.top_p * total(), /*inclusive=*/true));
+    if (row.min_p > 0)
+      for (double& weight : w)
+        if (weight < row.min_p) weight = 0;
+
+    // 5. Inverse CDF.
+    result.token = selectInOrder(ranks, keptWeight, row.u * total(), /*inclusive=*/false);
+  }
+  result.logprob = logprob(result.token);
+  return result;
+}
+
+SampleResult toSampleResult(const RowSample& row) {
+  SampleResult result{row.token, row.logprob, {}};
+  for (int i = 0; i < row.num_top; ++i)
+    result.top.push_back({row.top_tokens[i], row.top_logprobs[i]});
+  return result;
+}
+
 Sampler::Sampler(const SamplingParams& params, uint64_t default_seed, std::span<const int32_t> prompt)
     : params_(params), rng_(params.seed.value_or(default_seed)) {
   validate(params_, std::numeric_limits<int>::max());
@@ -105,25 +195,46 @@ Sampler::Sampler(const SamplingParams& params, uint64_t default_seed, std::span<
   }
 }
 
-void Sampler::applyPenalties(std::vector<float>& x) const {
+RowSampling Sampler::prepare(std::vector<LogitAdjustment>& adjustments,
+                             std::span<const int32_t> extra_banned) {
+  RowSampling row{};
+  row.temperature = params_.temperature;
+  row.top_k = params_.top_k;
+  row.top_p = params_.top_p;
+  row.min_p = params_.min_p;
+  row.logprobs = params_.logprobs;
+  if (row.temperature != 0) row.u = double(rng_() >> 11) * 0x1.0p-53;
+
+  // One adjustment per token: the repetition penalty over the prompt and the
+  // output, frequency and presence over the output, then the bans, merged.
+  const size_t first = adjustments.size();
   const float r = params_.repetition_penalty;
-  auto repeat = [&](int32_t token) {
-    if (token < 0 || size_t(token) >= x.size()) return;
-    float& v = x[size_t(token)];
-    v = v > 0 ? v / r : v * r;
-  };
-  if (r != 1) {
-    // Each token once, whether it is in the prompt, the output or both.
-    for (int32_t token : promptTokens_) repeat(token);
-    for (auto [token, count] : outputCounts_)
-      if (!std::binary_search(promptTokens_.begin(), promptTokens_.end(), token)) repeat(token);
-  }
+  if (r != 1)
+    for (int32_t token : promptTokens_) adjustments.push_back({token, r, 0.0f});
   for (auto [token, count] : outputCounts_)
-    if (token >= 0 && size_t(token) < x.size())
-      x[size_t(token)] -= params_.frequency_penalty * float(count) + params_.presence_penalty;
+    adjustments.push_back(
+        {token, r, params_.frequency_penalty * float(count) + params_.presence_penalty});
+  for (auto banned : {std::span<const int32_t>(params_.banned_tokens), extra_banned})
+    for (int32_t token : banned) adjustments.push_back({token, 1.0f, kInf});
+  auto byToken = [](const LogitAdjustment& a, const LogitAdjustment& b) { return a.token < b.token; };
+  std::stable_sort(adjustments.begin() + long(first), adjustments.end(), byToken);
+  size_t kept = first;
+  for (size_t j = first; j < adjustments.size(); ++j) {
+    if (kept > first && adjustments[kept - 1].token == adjustments[j].token) {
+      LogitAdjustment& last = adjustments[kept - 1];
+      if (last.repetition == 1) last.repetition = adjustments[j].repetition;
+      last.subtract += adjustments[j].subtract;  // only one of them is a penalty
+    } else {
+      adjustments[kept++] = adjustments[j];
+    }
+  }
+  adjustments.resize(kept);
+  row.first_adjustment = int(first);
+  row.num_adjustments = int(adjustments.size() - first);
+  return row;
 }
 
-void Sampler::record(int32_t token) {
+void Sampler::accept(int32_t token) {
   if (!params_.hasPenalties()) return;
   auto at = std::lower_bound(outputCounts_.begin(), outputCounts_.end(), std::pair{token, 0});
   if (at != outputCounts_.end() && at->first == token)
@@ -133,83 +244,14 @@ void Sampler::record(int32_t token) {
 }
 
 SampleResult Sampler::sample(std::span<const float> logits) {
-  const auto V = static_cast<int32_t>(logits.size());
-  validate(params_, V);
-
-  // 0. Penalties, 1. Masking.
-  x_.assign(logits.begin(), logits.end());
-  applyPenalties(x_);
-  float m = -kInf;
-  for (int32_t i = 0; i < V; ++i) {
-    if (std::isnan(x_[i])) x_[i] = -kInf;
-    m = std::max(m, x_[i]);
-  }
-  for (int32_t token : params_.banned_tokens) x_[token] = -kInf;
-  if (!params_.banned_tokens.empty()) m = *std::max_element(x_.begin(), x_.end());  // V > 0
-  if (m == -kInf) throw std::runtime_error("no token can be sampled: all logits are -inf or NaN");
-  if (m == kInf) {  // the limit of softmax: the +inf tokens share everything
-    for (float& v : x_) v = v == kInf ? 0.0f : -kInf;
-    m = 0;
-  }
-
-  // 2. Raw logprobs. w_ holds the weights at temperature 1 for now.
-  w_.resize(V);
-  double sum = 0;
-  for (int32_t i = 0; i < V; ++i) sum += (w_[i] = std::exp(double(x_[i]) - m));
-  const double lse = m + std::log(sum);
-  auto logprob = [&](int32_t i) { return float(double(x_[i]) - lse); };
-
-  SampleResult result{};
-  if (params_.logprobs > 0) {
-    // Insertion into a short sorted list; equal logits keep ascending ids.
-    const size_t n = size_t(params_.logprobs);
-    std::vector<int32_t> top;
-    for (int32_t i = 0; i < V; ++i) {
-      if (x_[i] == -kInf || (top.size() == n && x_[i] <= x_[top.back()])) continue;
-      top.insert(std::find_if(top.begin(), top.end(), [&](int32_t j) { return x_[j] < x_[i]; }), i);
-      if (top.size() > n) top.pop_back();
-    }
-    for (int32_t token : top) result.top.push_back({token, logprob(token)});
-  }
-
-  if (params_.temperature == 0) {
-    // 3. Greedy: max_element returns the first (lowest id) of equal maxima.
-    result.token = int32_t(std::max_element(x_.begin(), x_.end()) - x_.begin());
-  } else {
-    // 4. Weights and filters. Each filter keeps the tokens up to a cut in the
-    // order, or (min-p) of weight >= min_p; the most probable token has weight
-    // exactly 1 and survives them all.
-    const double T = params_.temperature;
-    if (T != 1)
-      for (int32_t i = 0; i < V; ++i) w_[i] = std::exp((double(x_[i]) - m) / T);
-    rank_.resize(V);
-    for (int32_t i = 0; i < V; ++i) rank_[i] = rank(x_[i]);
-    auto key = [&](int32_t i) { return uint64_t{rank_[i]} << 32 | uint32_t(i); };
-    uint64_t cut = std::numeric_limits<uint64_t>::max();
-    auto kept = [&](int32_t i) { return w_[i] > 0 && key(i) <= cut; };
-    auto keptWeight = [&](int32_t i) { return kept(i) ? w_[i] : 0.0; };
-    auto total = [&] {
-      double s = 0;
-      for (int32_t i = 0; i < V; ++i) s += keptWeight(i);
-      return s;
-    };
-    if (params_.top_k > 0) {
-      auto count = [&](int32_t i) { return kept(i) ? 1.0 : 0.0; };
-      cut = key(selectInOrder(rank_, count, double(params_.top_k), /*inclusive=*/true));
-    }
-    if (params_.top_p < 1)
-      cut = key(selectInOrder(rank_, keptWeight, params_.top_p * total(), /*inclusive=*/true));
-    if (params_.min_p > 0)
-      for (double& w : w_)
-        if (w < params_.min_p) w = 0;
-
-    // 5. Inverse CDF.
-    const double u = double(rng_() >> 11) * 0x1.0p-53;
-    result.token = selectInOrder(rank_, keptWeight, u * total(), /*inclusive=*/false);
-  }
-  result.logprob = logprob(result.token);
-  record(result.token);
-  return result;
+  validate(params_, static_cast<int>(logits.size()));
+  std::vector<LogitAdjustment> adjustments;
+  const RowSampling row = prepare(adjustments);
+  std::vector<float> x(logits.begin(), logits.end());
+  const RowSample result = sampleRow(x, row, adjustments);
+  if (result.token < 0) throw std::runtime_error("no token can be sampled: all logits are -inf or NaN");
+  accept(result.token);
+  return toSampleResult(result);
 }
 
 }  // namespace llmc::sample

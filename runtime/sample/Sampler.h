@@ -1,7 +1,12 @@
-// The host-side token sampler: one row of fp32 logits in, one token out.
+// Token sampling: one row of fp32 logits in, one token out. A Sampler (one
+// per sequence) holds what is the host's: the RNG and the penalties' history.
+// It describes each row as a RowSampling plus logit adjustments
+// (runtime/sample/RowSampling.h), and a backend samples every row of a
+// forward where its logits are (Backend::sample): on the CPU with sampleRow()
+// below, on a GPU with a kernel that implements the same steps, so only the
+// chosen tokens and the requested logprobs come back to the host.
 //
-// sample() applies these steps, in this order (Hugging Face's order of
-// warpers; the device backend must implement the same definition):
+// These are the steps, in this order (Hugging Face's order of warpers):
 //
 //  0. Penalties (vLLM's definitions), over this Sampler's history:
 //     repetition_penalty r divides positive logits and multiplies negative
@@ -12,7 +17,7 @@
 //  1. Masking. Banned tokens and NaN logits become -inf. A +inf logit is taken
 //     as the limit of softmax: the +inf tokens share all the probability
 //     equally, every other token gets none. If every logit is -inf (or the row
-//     is empty), std::runtime_error is thrown.
+//     is empty), no token can be sampled.
 //  2. Logprobs, from the masked logits before temperature or filtering (vLLM's
 //     default "raw logprobs"): log_softmax in double. The result carries the
 //     chosen token's logprob and the `logprobs` most probable tokens, sorted
@@ -37,7 +42,9 @@
 //     kept); the token chosen is the first one in the order whose cumulative
 //     weight exceeds t (the last kept token if rounding leaves t past the
 //     total). Everything is exactly specified, so a seeded sequence gives the
-//     same tokens on every platform (up to the last bit of libm's exp).
+//     same tokens on every platform up to rounding: the last bit of exp, and
+//     on a GPU the order in which the double sums are added. A different
+//     token needs a cut or a draw within that rounding of a token boundary.
 //
 // Cost: O(V) per row (V = vocabulary size), no sort. The cut of each filter and
 // the sampled token are found by a radix descent over the logits' bit
@@ -45,6 +52,8 @@
 // token-id order, so no result depends on a std::sort/nth_element
 // implementation, and the same descent maps onto a GPU.
 #pragma once
+
+#include "runtime/sample/RowSampling.h"
 
 #include <cstdint>
 #include <optional>
@@ -88,7 +97,19 @@ struct SampleResult {
   std::vector<TokenLogprob> top;  // the params.logprobs most probable tokens
 };
 
-/// One per sequence: owns the RNG, so a seeded sequence is reproducible.
+/// Steps 1-5 on one row after its adjustments (step 0 and banned tokens),
+/// which are applied to `logits` in place; adjustments outside the row are
+/// ignored. The host's implementation of what a backend runs per row: the CPU
+/// backend calls it, the CUDA kernel implements the same steps. Returns token
+/// -1 when no token can be sampled.
+RowSample sampleRow(std::span<float> logits, const RowSampling& row,
+                    std::span<const LogitAdjustment> adjustments);
+
+/// The result of a row in the form requests report it.
+SampleResult toSampleResult(const RowSample& row);
+
+/// One per sequence: owns the RNG and the history of the penalties, so a
+/// seeded sequence is reproducible whichever backend samples its rows.
 class Sampler {
  public:
   /// Validates params (all but the vocabulary bound of banned tokens, which
@@ -97,25 +118,27 @@ class Sampler {
   explicit Sampler(const SamplingParams& params, uint64_t default_seed,
                    std::span<const int32_t> prompt = {});
 
-  /// Samples one token from one row of logits (see the steps above). Throws
-  /// std::invalid_argument for a banned token outside [0, logits.size()),
-  /// std::runtime_error when no token can be sampled. The token joins the
+  /// The next row's parameters: draws u from the RNG unless greedy, and
+  /// appends the row's adjustments (penalties over the history, the banned
+  /// tokens and `extra_banned`) to `adjustments`, one per token.
+  RowSampling prepare(std::vector<LogitAdjustment>& adjustments,
+                      std::span<const int32_t> extra_banned = {});
+  /// Records the token chosen for the row prepare() described: it joins the
   /// output history of the penalties.
+  void accept(int32_t token);
+
+  /// prepare(), sampleRow() and accept() on a row of logits on the host.
+  /// Throws std::invalid_argument for a banned token outside [0,
+  /// logits.size()), std::runtime_error when no token can be sampled.
   SampleResult sample(std::span<const float> logits);
 
   const SamplingParams& params() const { return params_; }
 
  private:
-  void applyPenalties(std::vector<float>& x) const;
-  void record(int32_t token);
-
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<int32_t> promptTokens_;  // sorted, unique (repetition penalty)
   std::vector<std::pair<int32_t, int32_t>> outputCounts_;  // token -> count, sorted by token
-  std::vector<float> x_;      // masked logits
-  std::vector<uint32_t> rank_;  // the logits' order, as integers (smaller = more probable)
-  std::vector<double> w_;     // weights exp((x - max) / T)
 };
 
 }  // namespace llmc::sample

@@ -285,45 +285,24 @@ std::vector<SequenceUpdate> Scheduler::step() {
   std::vector<Sequence *> sampled;
   for (Sequence *seq : scheduled)
     sampled.push_back(seq->computed == int64_t(seq->tokens.size()) ? seq : nullptr);
-  // When every sequence picks greedily with nothing to mask or report, the
-  // tokens are chosen on the device and only they come back.
-  const bool deviceGreedy = std::all_of(sampled.begin(), sampled.end(), [](const Sequence *seq) {
-    if (!seq)
-      return true;
-    const sample::SamplingParams &p = seq->request.sampling;
-    return p.temperature == 0 && p.logprobs == 0 && p.banned_tokens.empty() && !p.hasPenalties() &&
-           seq->generated() >= seq->request.min_tokens;
-  });
+  // Every row is sampled on the device (prompt chunks that are not the last
+  // get a greedy row nobody reads); only the results come back.
+  rows_.clear();
+  adjustments_.clear();
+  for (Sequence *seq : sampled) {
+    if (!seq) {
+      rows_.push_back(sample::RowSampling{});
+      continue;
+    }
+    const bool banEos = seq->generated() < seq->request.min_tokens;
+    rows_.push_back(seq->sampler.prepare(
+        adjustments_, banEos ? std::span<const int32_t>(options_.eos_token_ids) : std::span<const int32_t>{}));
+  }
   ++counters_.forwards;
   counters_.computed_tokens += batch.numTokens();
-  if (deviceGreedy)
-    executor_.forwardGreedy(batch, greedyTokens_);
-  else
-    executor_.forward(batch, logits_);
+  executor_.forwardSample(batch, rows_, adjustments_, samples_);
   for (Sequence *seq : scheduled)
     publishFullPages(*seq);
-
-  // Host sampling: each row on its own (a Sampler per sequence), so the rows
-  // are spread over the pool's threads; the results do not depend on how.
-  std::vector<sample::SampleResult> results(sampled.size());
-  std::vector<std::string> errors(sampled.size());
-  if (!deviceGreedy) {
-    const size_t vocab = size_t(executor_.vocabSize());
-    samplingPool_.parallelFor(sampled.size(), [&](size_t s) {
-      Sequence *seq = sampled[s];
-      if (!seq)
-        return;  // a prompt chunk that is not the last: nothing to sample yet
-      std::vector<float> row(logits_.begin() + long(s * vocab), logits_.begin() + long((s + 1) * vocab));
-      if (seq->generated() < seq->request.min_tokens)
-        for (int32_t eos : options_.eos_token_ids)
-          row[size_t(eos)] = -std::numeric_limits<float>::infinity();
-      try {
-        results[s] = seq->sampler.sample(row);
-      } catch (const std::exception &error) {
-        errors[s] = error.what();
-      }
-    });
-  }
 
   std::vector<SequenceUpdate> updates;
   for (size_t s = 0; s < sampled.size(); ++s) {
@@ -331,18 +310,14 @@ std::vector<SequenceUpdate> Scheduler::step() {
     if (!seq)
       continue;
     SequenceUpdate update{seq->id, std::nullopt, "", false, "", "", seq->cachedTokens};
-    sample::SampleResult result;
-    if (deviceGreedy) {
-      result.token = greedyTokens_[s];
-      result.logprob = std::numeric_limits<float>::quiet_NaN();  // not computed, not asked for
-    } else if (!errors[s].empty()) {
-      update.error = errors[s];
+    if (samples_[s].token < 0) {
+      update.error = "no token can be sampled: all logits are -inf or NaN";
       finish(*seq, update, "error");
       updates.push_back(std::move(update));
       continue;
-    } else {
-      result = std::move(results[s]);
     }
+    sample::SampleResult result = sample::toSampleResult(samples_[s]);
+    seq->sampler.accept(result.token);
     const int32_t token = result.token;
     seq->tokens.push_back(token);
     update.sample = std::move(result);

@@ -21,7 +21,6 @@
 #include "runtime/engine/Executor.h"
 #include "runtime/kv/BlockManager.h"
 #include "runtime/sample/Sampler.h"
-#include "runtime/support/ThreadPool.h"
 #include "runtime/text/Tokenizer.h"
 
 #include <cstdint>
@@ -134,10 +133,10 @@ private:
   std::deque<std::unique_ptr<Sequence>> waiting_;   // FIFO; preempted ones at the front
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
   SchedulerCounters counters_;
-  std::vector<float> logits_;
-  std::vector<int32_t> greedyTokens_;
-  /// Host sampling of a forward's rows (a 128K vocabulary takes 1-2 ms a row).
-  ThreadPool samplingPool_{std::min(15u, std::max(1u, std::thread::hardware_concurrency()) - 1)};
+  // A forward's sampling rows and results (kept to reuse their memory).
+  std::vector<sample::RowSampling> rows_;
+  std::vector<sample::LogitAdjustment> adjustments_;
+  std::vector<sample::RowSample> samples_;
 };
 
 /// Runs all requests to completion (the offline path of `llmrun generate`).

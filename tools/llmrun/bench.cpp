@@ -278,6 +278,39 @@ int runBench(const BenchOptions &o) {
                   double(batch) / (ms * 1e-3), boundMs, 100.0 * boundMs / ms);
     }
   }
+
+  // Device sampling alone: rows of random logits (normal, sd 3), as many as
+  // the largest decode batch.
+  const int64_t rows = std::min<int64_t>(executor->maxSeqsPerForward(), 256);
+  std::vector<float> hostLogits(size_t(rows * vocab));
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (float &v : hostLogits)
+    v = normal(engine);
+  runtime::DeviceBuffer deviceLogits(backend, hostLogits.size() * sizeof(float));
+  runtime::DeviceBuffer rowParams(backend, size_t(rows) * sizeof(sample::RowSampling));
+  runtime::DeviceBuffer rowSamples(backend, size_t(rows) * sizeof(sample::RowSample));
+  backend.upload(deviceLogits.get(), hostLogits.data(), hostLogits.size() * sizeof(float));
+  std::printf("\n| sampling %lld rows of %lld logits | ms |\n| --- | --- |\n", (long long)rows, (long long)vocab);
+  struct Case {
+    const char *name;
+    float temperature, top_p, min_p;
+    int top_k, logprobs;
+  };
+  for (const Case &c : {Case{"greedy", 0, 1, 0, 0, 0}, Case{"temperature 0.8", 0.8f, 1, 0, 0, 0},
+                        Case{"temperature 0.8, top-k 50", 0.8f, 1, 0, 50, 0},
+                        Case{"temperature 0.8, top-p 0.95", 0.8f, 0.95f, 0, 0, 0},
+                        Case{"temperature 0.8, top-k 50, top-p 0.95, min-p 0.05, 5 logprobs", 0.8f, 0.95f, 0.05f,
+                             50, 5}}) {
+    std::vector<sample::RowSampling> params(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r)
+      params[size_t(r)] = {double(r) / double(rows), c.temperature, c.top_p, c.min_p, c.top_k, c.logprobs, 0, 0};
+    backend.upload(rowParams.get(), params.data(), params.size() * sizeof(sample::RowSampling));
+    const double ms = runtime::cuda::medianMilliseconds(backend, o.repeats, [&] {
+      backend.sample(deviceLogits.get<float>(), rows, vocab, rowParams.get<sample::RowSampling>(), nullptr,
+                     rowSamples.get<sample::RowSample>());
+    });
+    std::printf("| %s | %.3f |\n", c.name, ms);
+  }
   return 0;
 }
 

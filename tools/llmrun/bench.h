@@ -35,9 +35,12 @@ struct BenchServeOptions {
   bool prefix_caching = true;
   int64_t tokens_per_forward = 0, seqs_per_forward = 0;
   uint64_t seed = 0;
+  float temperature = 0, top_p = 1;  // each request's sampling (seeded by its index)
+  int top_k = 0;
 };
 
-/// Serves synthetic requests (random token prompts, greedy, ignore_eos)
+/// Serves synthetic requests (random token prompts, ignore_eos; greedy unless
+/// a temperature is given)
 /// through the scheduler in this process and prints throughput, TTFT and
 /// inter-token latency percentiles; runs on any backend.
 int runBenchServe(const BenchServeOptions &options);

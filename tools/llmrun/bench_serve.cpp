@@ -1,7 +1,8 @@
 // llmrun bench-serve: the serving engine under a synthetic workload, in this
 // process (the scheduler and executor that `llmrun serve` runs, without
 // HTTP). Requests are random-token prompts, optionally behind one shared
-// prefix, generated greedily with ignore_eos, arriving all at once, at a
+// prefix, generated with ignore_eos (greedily, or sampled with the given
+// temperature, top-k and top-p), arriving all at once, at a
 // fixed concurrency or as a Poisson process.
 
 #include "runtime/sched/Scheduler.h"
@@ -57,13 +58,18 @@ int runBenchServe(const BenchServeOptions &o) {
   std::vector<int32_t> prefix(size_t(o.shared_prefix_len));
   std::generate(prefix.begin(), prefix.end(), token);
   std::vector<runtime::GenerationRequest> requests(size_t(o.num_requests));
-  for (runtime::GenerationRequest &request : requests) {
+  for (size_t r = 0; r < requests.size(); ++r) {
+    runtime::GenerationRequest &request = requests[r];
     request.prompt = prefix;
     for (int64_t i = 0; i < o.input_len; ++i)
       request.prompt.push_back(token());
     request.max_tokens = int(o.output_len);
     request.ignore_eos = true;
-    request.sampling.temperature = 0;
+    request.sampling.temperature = o.temperature;
+    request.sampling.top_p = o.top_p;
+    request.sampling.top_k = o.top_k;
+    request.sampling.seed = r;
+    sample::validate(request.sampling, int(executor.vocabSize()));
   }
   std::vector<double> arrival(requests.size(), 0.0);  // seconds after the start
   if (o.request_rate > 0) {
@@ -72,12 +78,15 @@ int runBenchServe(const BenchServeOptions &o) {
       arrival[i] = arrival[i - 1] + gap(random);
   }
 
-  std::printf("bench-serve: %lld requests, %lld%s input + %lld output tokens, %s, prefix caching %s, %s backend, "
+  std::printf("bench-serve: %lld requests, %lld%s input + %lld output tokens, %s, %s, prefix caching %s, %s backend, "
               "KV cache %lld tokens\n",
               (long long)o.num_requests, (long long)o.input_len,
               o.shared_prefix_len ? (" (after a shared " + std::to_string(o.shared_prefix_len) + "-token prefix)").c_str()
                                   : "",
               (long long)o.output_len,
+              o.temperature == 0 ? "greedy"
+                                 : ("temperature " + std::to_string(o.temperature) + " top-k " + std::to_string(o.top_k) +
+                                    " top-p " + std::to_string(o.top_p)).c_str(),
               o.concurrency ? ("concurrency " + std::to_string(o.concurrency)).c_str()
               : o.request_rate > 0 ? ("Poisson arrivals at " + std::to_string(o.request_rate) + " requests/s").c_str()
                                    : "all at once",

@@ -321,6 +321,10 @@ int main(int argc, char **argv) {
   benchServeCommand->add_option("--tokens-per-forward", benchServe.tokens_per_forward, "Token budget of one forward");
   benchServeCommand->add_option("--max-seqs-per-forward", benchServe.seqs_per_forward, "Sequences in one forward");
   benchServeCommand->add_option("--seed", benchServe.seed, "Seed of the random prompts")->capture_default_str();
+  benchServeCommand->add_option("--temperature", benchServe.temperature, "Sampling temperature (0: greedy)")
+      ->capture_default_str();
+  benchServeCommand->add_option("--top-k", benchServe.top_k, "Top-k filter (0: off)")->capture_default_str();
+  benchServeCommand->add_option("--top-p", benchServe.top_p, "Top-p filter (1: off)")->capture_default_str();
 
   std::string tokenizeDir;
   bool decode = false;

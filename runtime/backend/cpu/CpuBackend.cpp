@@ -1,6 +1,7 @@
 #include "runtime/backend/cpu/CpuBackend.h"
 
 #include "runtime/backend/cpu/CpuOps.h"
+#include "runtime/sample/Sampler.h"
 
 #include <algorithm>
 #include <cmath>
@@ -96,15 +97,13 @@ void CpuBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<v
     throw std::runtime_error("the CPU backend cannot run kernel template '" + std::string(name) + "'");
 }
 
-void CpuBackend::argmax(const float *logits, int64_t rows, int64_t cols, int32_t *out) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float *row = logits + r * cols;
-    int64_t best = 0;
-    for (int64_t c = 1; c < cols; ++c)  // strict > keeps the lowest index; NaN compares false
-      if (row[c] > row[best] || std::isnan(row[best]))
-        best = c;
-    out[r] = int32_t(best);
-  }
+void CpuBackend::sample(float *logits, int64_t rows, int64_t cols, const sample::RowSampling *params,
+                        const sample::LogitAdjustment *adjustments, sample::RowSample *out) {
+  rowPool_.parallelFor(size_t(rows), [&](size_t r) {
+    const sample::RowSampling &row = params[r];
+    out[r] = sample::sampleRow({logits + r * size_t(cols), size_t(cols)}, row,
+                               {adjustments + row.first_adjustment, size_t(row.num_adjustments)});
+  });
 }
 
 void CpuBackend::gemm(const GemmArgs &a) {

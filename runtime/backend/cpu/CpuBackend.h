@@ -3,6 +3,10 @@
 #pragma once
 
 #include "runtime/backend/Backend.h"
+#include "runtime/support/ThreadPool.h"
+
+#include <algorithm>
+#include <thread>
 
 namespace llmc::runtime {
 
@@ -17,8 +21,13 @@ public:
   void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
               std::span<const plan::Scalar> scalars, const BatchShape &batch) override;
   void gemm(const GemmArgs &args) override;
-  void argmax(const float *logits, int64_t rows, int64_t cols, int32_t *out) override;
+  void sample(float *logits, int64_t rows, int64_t cols, const sample::RowSampling *params,
+              const sample::LogitAdjustment *adjustments, sample::RowSample *out) override;
   void synchronize() override {}
+
+private:
+  // sample() spreads rows over it (a 128K-vocabulary row takes 1-2 ms).
+  ThreadPool rowPool_{std::min(15u, std::max(1u, std::thread::hardware_concurrency()) - 1)};
 };
 
 } // namespace llmc::runtime

@@ -6,8 +6,11 @@
 #include "runtime/jit/Nvrtc.h"
 #include "runtime/support/Math.h"
 
+#include <limits>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace llmc::runtime {
 namespace {
@@ -71,8 +74,6 @@ CudaBackend::~CudaBackend() {
     driver_.cuMemFree(devicePointer(blasWorkspace_));
   for (CUmodule module : modules_)
     driver_.cuModuleUnload(module);
-  if (runtimeModule_)
-    driver_.cuModuleUnload(runtimeModule_);
   driver_.cuStreamDestroy(stream_);
   driver_.cuDevicePrimaryCtxRelease(device_);
 }
@@ -108,11 +109,20 @@ void CudaBackend::download(void *host, const void *device, size_t bytes) {
 }
 
 void CudaBackend::loadKernels(const plan::Plan &plan) {
-  std::vector<jit::ModuleBinary> binaries = jit::compileModules(plan, arch_, jit::defaultCacheDir());
+  std::vector<jit::ModuleBinary> binaries =
+      jit::compileModules(plan, arch_, jit::defaultCacheDir(), {runtimeModule()});
   for (CUmodule module : modules_)  // kernels of a previously loaded plan
     driver_.check(driver_.cuModuleUnload(module), "cuModuleUnload");
   modules_.clear();
   functions_.clear();
+  sampleRows_ = nullptr;
+  const jit::ModuleBinary &sampling = binaries.back();
+  CUmodule samplingModule = nullptr;
+  driver_.check(driver_.cuModuleLoadData(&samplingModule, sampling.cubin.data()), "cuModuleLoadData");
+  modules_.push_back(samplingModule);
+  driver_.check(driver_.cuModuleGetFunction(&sampleRows_, samplingModule, sampling.lowered_name.c_str()),
+                "cuModuleGetFunction");
+  binaries.pop_back();
   for (size_t i = 0; i < binaries.size(); ++i) {
     CUmodule module = nullptr;
     driver_.check(driver_.cuModuleLoadData(&module, binaries[i].cubin.data()), "cuModuleLoadData");
@@ -251,75 +261,32 @@ void CudaBackend::gemm(const GemmArgs &g) {
 
 namespace {
 
-// The runtime's own kernels (model-agnostic): compiled once, on first use.
-constexpr const char *kRuntimeKernels = R"(
-// argmax_rows: one block per row; each thread scans a strided slice keeping
-// the first maximum it meets, then a shared-memory tree keeps the lower index
-// on ties. NaN is never chosen.
-extern "C" __global__ void __launch_bounds__(1024) argmax_rows(const float *logits, long long cols, int *out) {
-  __shared__ float values[1024];
-  __shared__ long long indices[1024];
-  const float *row = logits + blockIdx.x * cols;
-  float best = -__int_as_float(0x7f800000);
-  long long index = cols;  // no valid value yet
-  for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
-    float v = row[c];
-    if (v == v && (index == cols || v > best)) { best = v; index = c; }
-  }
-  values[threadIdx.x] = best;
-  indices[threadIdx.x] = index;
-  __syncthreads();
-  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) {
-      float v = values[threadIdx.x + stride];
-      long long i = indices[threadIdx.x + stride];
-      if (i != cols && (indices[threadIdx.x] == cols || v > values[threadIdx.x] ||
-                        (v == values[threadIdx.x] && i < indices[threadIdx.x]))) {
-        values[threadIdx.x] = v;
-        indices[threadIdx.x] = i;
-      }
-    }
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) out[blockIdx.x] = indices[0] == cols ? 0 : int(indices[0]);
-}
-
-)";
-
-constexpr const char *kRuntimeEntries[] = {"argmax_rows"};
+// The runtime's own kernel and the header it includes, as files (name, text).
+const std::pair<std::string_view, std::string_view> kRuntimeKernelFiles[] = {
+#include "runtime_kernels.inc"
+};
 
 } // namespace
 
-const char *CudaBackend::runtimeKernelSource() { return kRuntimeKernels; }
-
-std::vector<std::string> CudaBackend::runtimeKernelEntries() {
-  return {std::begin(kRuntimeEntries), std::end(kRuntimeEntries)};
+jit::ModuleSource CudaBackend::runtimeModule() {
+  // NVRTC sees one source: the shared structs, then the kernel.
+  std::string source;
+  for (const auto &[name, text] : kRuntimeKernelFiles)
+    source.append("// ").append(name).append("\n").append(text);
+  return {"llmc_sample_rows", source, "sample_rows", {"-std=c++17"}};
 }
 
-CUfunction CudaBackend::runtimeKernel(const char *entry) {
-  if (!runtimeModule_) {
-    std::vector<std::string> entries = runtimeKernelEntries();
-    jit::CompiledModule compiled =
-        jit::compileModule("llmc_runtime_kernels", kRuntimeKernels, entries, {"-std=c++17"}, arch_);
-    driver_.check(driver_.cuModuleLoadData(&runtimeModule_, compiled.cubin.data()), "cuModuleLoadData");
-    for (size_t i = 0; i < entries.size(); ++i) {
-      CUfunction function = nullptr;
-      driver_.check(driver_.cuModuleGetFunction(&function, runtimeModule_, compiled.lowered_names[i].c_str()),
-                    "cuModuleGetFunction");
-      runtimeFunctions_[entries[i]] = function;
-    }
-  }
-  return runtimeFunctions_.at(entry);
-}
-
-void CudaBackend::argmax(const float *logits, int64_t rows, int64_t cols, int32_t *out) {
-  CUfunction function = runtimeKernel("argmax_rows");
+void CudaBackend::sample(float *logits, int64_t rows, int64_t cols, const sample::RowSampling *params,
+                         const sample::LogitAdjustment *adjustments, sample::RowSample *out) {
   if (rows <= 0)
     return;
+  if (!sampleRows_ || cols <= 0 || cols > std::numeric_limits<int32_t>::max())
+    throw std::logic_error("sample_rows needs loadKernels() and 1 to 2^31 - 1 columns");
   long long columns = cols;
-  void *params[] = {&logits, &columns, &out};
-  driver_.check(driver_.cuLaunchKernel(function, unsigned(rows), 1, 1, 1024, 1, 1, 0, stream_, params, nullptr),
-                "argmax_rows");
+  void *arguments[] = {&logits, &columns, &params, &adjustments, &out};
+  driver_.check(driver_.cuLaunchKernel(sampleRows_, unsigned(rows), 1, 1, 1024, 1, 1, 0, stream_, arguments,
+                                       nullptr),
+                "sample_rows");
 }
 
 std::optional<size_t> CudaBackend::freeMemory() {

@@ -5,6 +5,7 @@
 
 #include "runtime/backend/Backend.h"
 #include "runtime/backend/cuda/CudaDriver.h"
+#include "runtime/jit/KernelCache.h"
 
 #include <cublasLt.h>
 
@@ -29,7 +30,8 @@ public:
   void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
               std::span<const plan::Scalar> scalars, const BatchShape &batch) override;
   void gemm(const GemmArgs &args) override;
-  void argmax(const float *logits, int64_t rows, int64_t cols, int32_t *out) override;
+  void sample(float *logits, int64_t rows, int64_t cols, const sample::RowSampling *params,
+              const sample::LogitAdjustment *adjustments, sample::RowSample *out) override;
   void synchronize() override;
   std::optional<size_t> freeMemory() override;
   bool beginCapture() override;
@@ -40,10 +42,9 @@ public:
   const cuda::Driver &driver() const { return driver_; }
   CUstream stream() const { return stream_; }
 
-  /// The runtime's own kernels (argmax): NVRTC source and
-  /// the name expressions of its entries (for the CI compile check).
-  static const char *runtimeKernelSource();
-  static std::vector<std::string> runtimeKernelEntries();
+  /// The runtime's own kernel module (sample_rows, model-agnostic): compiled
+  /// with the plan's modules by loadKernels(), and by the CI compile check.
+  static jit::ModuleSource runtimeModule();
   CUdevice device() const { return device_; }
   /// "sm_90" for an H100/H200.
   const std::string &arch() const { return arch_; }
@@ -55,7 +56,6 @@ private:
     cublasLtMatmulAlgo_t algo{};
   };
   const GemmPlan &gemmPlan(const GemmArgs &args);
-  CUfunction runtimeKernel(const char *entry);
 
   const cuda::Driver &driver_;
   CUdevice device_ = 0;
@@ -64,10 +64,9 @@ private:
   std::string arch_;
   bool clusters_ = false;  // thread-block clusters (sm_90 and later)
   int multiprocessors_ = 0;
-  std::vector<CUmodule> modules_;
+  std::vector<CUmodule> modules_;      // the plan's modules and the runtime's
   std::vector<CUfunction> functions_;  // one per plan kernel module
-  CUmodule runtimeModule_ = nullptr;    // the runtime's own kernels, compiled on first use
-  std::map<std::string, CUfunction> runtimeFunctions_;
+  CUfunction sampleRows_ = nullptr;
   cublasLtHandle_t blas_ = nullptr;
   void *blasWorkspace_ = nullptr;
   size_t blasWorkspaceBytes_ = 32u << 20;

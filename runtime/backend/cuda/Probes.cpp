@@ -48,8 +48,8 @@ double medianMilliseconds(CudaBackend &backend, int repeats, const std::function
 double readBandwidthGBs(CudaBackend &backend) {
   const Driver &d = backend.driver();
   const size_t bytes = size_t(4) << 30;
-  void *buffer = backend.allocate(bytes);
-  void *out = backend.allocate(256);
+  DeviceBuffer data(backend, bytes), sums(backend, 256);
+  void *buffer = data.get(), *out = sums.get();
   d.check(d.cuMemsetD32Async(reinterpret_cast<CUdeviceptr>(buffer), 0x3f803f80u, bytes / 4,
                              backend.stream()),
           "cuMemsetD32Async");
@@ -70,8 +70,6 @@ double readBandwidthGBs(CudaBackend &backend) {
             "cuLaunchKernel");
   });
   d.cuModuleUnload(module);
-  backend.release(out);
-  backend.release(buffer);
   return double(bytes) / (ms * 1e-3) / 1e9;
 }
 
@@ -81,14 +79,11 @@ double gemmTflops(CudaBackend &backend, int64_t size) {
   std::mt19937 engine(7);
   for (uint16_t &value : host)  // bf16 values in [0.5, 2) with random mantissas
     value = uint16_t(0x3f00 + (engine() & 0xff));
-  void *a = backend.allocate(bytes), *w = backend.allocate(bytes), *c = backend.allocate(bytes);
-  backend.upload(a, host.data(), bytes);
-  backend.upload(w, host.data(), bytes);
-  GemmArgs args{a, w, nullptr, c, size, size, size, plan::DType::bf16, plan::DType::bf16};
+  DeviceBuffer a(backend, bytes), w(backend, bytes), c(backend, bytes);
+  backend.upload(a.get(), host.data(), bytes);
+  backend.upload(w.get(), host.data(), bytes);
+  GemmArgs args{a.get(), w.get(), nullptr, c.get(), size, size, size, plan::DType::bf16, plan::DType::bf16};
   double ms = medianMilliseconds(backend, 10, [&] { backend.gemm(args); });
-  backend.release(a);
-  backend.release(w);
-  backend.release(c);
   return 2.0 * double(size) * double(size) * double(size) / (ms * 1e-3) / 1e12;
 }
 
