@@ -279,18 +279,25 @@ int runBench(const BenchOptions &o) {
     }
   }
 
-  // Device sampling alone: rows of random logits (normal, sd 3), as many as
-  // the largest decode batch.
+  // Device sampling alone: rows of random logits, as many as the largest
+  // decode batch; normal with sd 3, and narrow ones (sd 0.01, as a model
+  // with random weights gives: most tokens then share a few radix buckets).
   const int64_t rows = std::min<int64_t>(executor->maxSeqsPerForward(), 256);
-  std::vector<float> hostLogits(size_t(rows * vocab));
-  std::normal_distribution<float> normal(0.0f, 3.0f);
-  for (float &v : hostLogits)
-    v = normal(engine);
-  runtime::DeviceBuffer deviceLogits(backend, hostLogits.size() * sizeof(float));
+  std::vector<float> spread(size_t(rows * vocab)), narrow(spread.size());
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (size_t i = 0; i < spread.size(); ++i) {
+    const float z = normal(engine);
+    spread[i] = 3.0f * z;
+    narrow[i] = 0.01f * z;
+  }
+  runtime::DeviceBuffer spreadLogits(backend, spread.size() * sizeof(float));
+  runtime::DeviceBuffer narrowLogits(backend, narrow.size() * sizeof(float));
   runtime::DeviceBuffer rowParams(backend, size_t(rows) * sizeof(sample::RowSampling));
   runtime::DeviceBuffer rowSamples(backend, size_t(rows) * sizeof(sample::RowSample));
-  backend.upload(deviceLogits.get(), hostLogits.data(), hostLogits.size() * sizeof(float));
-  std::printf("\n| sampling %lld rows of %lld logits | ms |\n| --- | --- |\n", (long long)rows, (long long)vocab);
+  backend.upload(spreadLogits.get(), spread.data(), spread.size() * sizeof(float));
+  backend.upload(narrowLogits.get(), narrow.data(), narrow.size() * sizeof(float));
+  std::printf("\n| sampling %lld rows of %lld logits | ms (sd 3) | ms (sd 0.01) |\n| --- | --- | --- |\n",
+              (long long)rows, (long long)vocab);
   struct Case {
     const char *name;
     float temperature, top_p, min_p;
@@ -305,11 +312,13 @@ int runBench(const BenchOptions &o) {
     for (int64_t r = 0; r < rows; ++r)
       params[size_t(r)] = {double(r) / double(rows), c.temperature, c.top_p, c.min_p, c.top_k, c.logprobs, 0, 0};
     backend.upload(rowParams.get(), params.data(), params.size() * sizeof(sample::RowSampling));
-    const double ms = runtime::cuda::medianMilliseconds(backend, o.repeats, [&] {
-      backend.sample(deviceLogits.get<float>(), rows, vocab, rowParams.get<sample::RowSampling>(), nullptr,
-                     rowSamples.get<sample::RowSample>());
-    });
-    std::printf("| %s | %.3f |\n", c.name, ms);
+    double ms[2];
+    for (int d = 0; d < 2; ++d)
+      ms[d] = runtime::cuda::medianMilliseconds(backend, o.repeats, [&] {
+        backend.sample((d == 0 ? spreadLogits : narrowLogits).get<float>(), rows, vocab,
+                       rowParams.get<sample::RowSampling>(), nullptr, rowSamples.get<sample::RowSample>());
+      });
+    std::printf("| %s | %.3f | %.3f |\n", c.name, ms[0], ms[1]);
   }
   return 0;
 }

@@ -110,17 +110,33 @@ __device__ int select_in_order(const MaskedRow &row, Weight weight, double targe
       d.last = -1;
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < row.cols; i += kThreads) {
-      const float x = row(i);
-      const unsigned rank = rank_of(x);
-      if ((rank & prefix_mask) != prefix) continue;
-      const double w = weight(i, x, rank);
-      if (w <= 0) continue;
-      const int b = int(rank >> shift) & (buckets - 1);
-      atomicAdd(&d.mass[b], w);
-      if (last_level) {
-        atomicAdd(&d.count[b], 1);
-        atomicMin(&d.first[b], i);
+    // Lanes of a warp that hit the same bucket add up first (shuffles in
+    // lane order), so a narrow row (most tokens in a few buckets) costs one
+    // shared-memory atomic per warp and bucket, not one per token.
+    for (int base = 0; base < row.cols; base += kThreads) {
+      const int i = base + int(threadIdx.x);
+      int b = -1;
+      double w = 0;
+      if (i < row.cols) {
+        const float x = row(i);
+        const unsigned rank = rank_of(x);
+        if ((rank & prefix_mask) == prefix) {
+          w = weight(i, x, rank);
+          if (w > 0) b = int(rank >> shift) & (buckets - 1);
+        }
+      }
+      const unsigned group = __match_any_sync(0xffffffffu, b);
+      if (b < 0) continue;
+      double sum = 0;
+      for (unsigned lanes = group; lanes; lanes &= lanes - 1)
+        sum += __shfl_sync(group, w, __ffs(lanes) - 1);
+      const int leader = __ffs(group) - 1;
+      if (int(threadIdx.x % 32) == leader) {
+        atomicAdd(&d.mass[b], sum);
+        if (last_level) {
+          atomicAdd(&d.count[b], __popc(group));
+          atomicMin(&d.first[b], i);  // the leader holds the group's lowest id
+        }
       }
     }
     __syncthreads();
@@ -159,8 +175,9 @@ __device__ int select_in_order(const MaskedRow &row, Weight weight, double targe
     prefix_mask |= unsigned(buckets - 1) << shift;
     if (last_level) {
       // The tokens left share one logit, hence one weight: walk them in id
-      // order (one thread counts how many come before the chosen one; a warp
-      // then finds it). Nearly always there is just one.
+      // order. One thread counts how many come before the chosen one; the
+      // block then finds it, 1024 ids at a time. Nearly always there is just
+      // one.
       if (threadIdx.x == 0) {
         const int tied = d.count[chosen];
         const int lowest = d.first[chosen];
@@ -173,9 +190,10 @@ __device__ int select_in_order(const MaskedRow &row, Weight weight, double targe
         d.token = skip == 0 ? lowest : -(skip + 1);  // negative: the (skip+1)-th tied token
       }
       __syncthreads();
-      if (d.token < 0 && threadIdx.x < 32) {
+      if (d.token < 0) {
+        __shared__ int warp_counts[kWarps];
         int remaining = -d.token;  // ordinal (1-based) among the tied tokens
-        for (int base = d.first[chosen]; base < row.cols; base += 32) {
+        for (int base = d.first[chosen]; base < row.cols; base += kThreads) {
           const int i = base + int(threadIdx.x);
           bool tied = false;
           if (i < row.cols) {
@@ -183,17 +201,19 @@ __device__ int select_in_order(const MaskedRow &row, Weight weight, double targe
             const unsigned rank = rank_of(x);
             tied = rank == prefix && weight(i, x, rank) > 0;
           }
-          const unsigned ballot = __ballot_sync(0xffffffffu, tied);
-          const int n = __popc(ballot);
-          if (n >= remaining) {
-            if (threadIdx.x == 0) {
-              unsigned bits = ballot;
-              for (int k = 1; k < remaining; ++k) bits &= bits - 1;
-              d.token = base + __ffs(bits) - 1;
-            }
-            break;
+          const int n = __syncthreads_count(tied);
+          if (n < remaining) {
+            remaining -= n;
+            continue;
           }
-          remaining -= n;
+          const unsigned ballot = __ballot_sync(0xffffffffu, tied);
+          const int lane = int(threadIdx.x % 32), warp = int(threadIdx.x / 32);
+          if (lane == 0) warp_counts[warp] = __popc(ballot);
+          __syncthreads();
+          int before = __popc(ballot & ((1u << lane) - 1));
+          for (int w = 0; w < warp; ++w) before += warp_counts[w];
+          if (tied && before + 1 == remaining) d.token = i;
+          break;
         }
       }
       __syncthreads();
