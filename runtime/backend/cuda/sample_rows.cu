@@ -92,9 +92,11 @@ struct Descent {
 // weight exceeds `target` (reaches it if inclusive) among the tokens of
 // positive weight; the last of those if rounding leaves the target beyond the
 // total. weight(i, x, rank) is 0 or positive, and positive for some token.
+// With of_total, the target is that fraction of the total weight, which the
+// first level's histogram sums (no pass of its own).
 template <class Weight>
-__device__ int select_in_order(const MaskedRow &row, Weight weight, double target, bool inclusive,
-                               Descent &d) {
+__device__ int select_in_order(const MaskedRow &row, Weight weight, double target, bool of_total,
+                               bool inclusive, Descent &d) {
   constexpr int kShift[] = {20, 12, 4, 0}, kBits[] = {12, 8, 8, 4};
   unsigned prefix = 0, prefix_mask = 0;
   for (int level = 0; level < 4; ++level) {
@@ -148,6 +150,7 @@ __device__ int select_in_order(const MaskedRow &row, Weight weight, double targe
     const int begin = threadIdx.x * per;
     double own = 0;
     for (int j = 0; j < per && begin + j < buckets; ++j) own += d.mass[begin + j];
+    if (level == 0 && of_total) target *= block_all_reduce(own, [](double a, double b) { return a + b; });
     const double before = block_exclusive_sum(own);
     double cumulative = before;
     int found = buckets, last = -1;
@@ -283,7 +286,7 @@ sample_rows(float *logits, long long cols, const RowSampling *params,
     // up to it in the order, sorted by one thread (n <= 20).
     const int n = min(p.logprobs, llmc::sample::kMaxTopLogprobs);
     auto finite = [](int, float x, unsigned) { return x != -plus_inf() ? 1.0 : 0.0; };
-    const int nth = select_in_order(row, finite, double(n), true, d);
+    const int nth = select_in_order(row, finite, double(n), false, true, d);
     const unsigned long long cut = key_of(rank_of(row(nth)), nth);
     for (int i = threadIdx.x; i < V; i += kThreads) {
       const float x = row(i);
@@ -308,25 +311,17 @@ sample_rows(float *logits, long long cols, const RowSampling *params,
     unsigned long long cut = ~0ull;
     bool min_p = false;
     auto kept_weight = [&](int i, float x, unsigned rank) {
+      if (key_of(rank, i) > cut) return 0.0;  // before the exp: most tokens, after top-k
       const double w = exp((double(x) - m) / T);
-      const bool kept = w > 0 && key_of(rank, i) <= cut && !(min_p && w < p.min_p);
-      return kept ? w : 0.0;
+      return min_p && w < p.min_p ? 0.0 : w;
     };
     auto kept_count = [&](int i, float x, unsigned rank) { return kept_weight(i, x, rank) > 0 ? 1.0 : 0.0; };
-    auto total = [&] {
-      double s = 0;
-      for (int i = threadIdx.x; i < V; i += kThreads) {
-        const float x = row(i);
-        s += kept_weight(i, x, rank_of(x));
-      }
-      return block_all_reduce(s, [](double a, double b) { return a + b; });
-    };
     auto key_at = [&](int i) { return key_of(rank_of(row(i)), i); };
-    if (p.top_k > 0) cut = key_at(select_in_order(row, kept_count, double(p.top_k), true, d));
-    if (p.top_p < 1) cut = key_at(select_in_order(row, kept_weight, p.top_p * total(), true, d));
+    if (p.top_k > 0) cut = key_at(select_in_order(row, kept_count, double(p.top_k), false, true, d));
+    if (p.top_p < 1) cut = key_at(select_in_order(row, kept_weight, p.top_p, true, true, d));
     min_p = p.min_p > 0;
     // 5. Inverse CDF.
-    token = select_in_order(row, kept_weight, p.u * total(), false, d);
+    token = select_in_order(row, kept_weight, p.u, true, false, d);
   }
 
   if (threadIdx.x == 0) {
