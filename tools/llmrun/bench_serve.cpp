@@ -78,15 +78,17 @@ int runBenchServe(const BenchServeOptions &o) {
       arrival[i] = arrival[i - 1] + gap(random);
   }
 
+  char sampling[96] = "greedy";
+  if (o.temperature != 0)
+    std::snprintf(sampling, sizeof sampling, "temperature %g, top-k %d, top-p %g", double(o.temperature), o.top_k,
+                  double(o.top_p));
   std::printf("bench-serve: %lld requests, %lld%s input + %lld output tokens, %s, %s, prefix caching %s, %s backend, "
               "KV cache %lld tokens\n",
               (long long)o.num_requests, (long long)o.input_len,
               o.shared_prefix_len ? (" (after a shared " + std::to_string(o.shared_prefix_len) + "-token prefix)").c_str()
                                   : "",
               (long long)o.output_len,
-              o.temperature == 0 ? "greedy"
-                                 : ("temperature " + std::to_string(o.temperature) + " top-k " + std::to_string(o.top_k) +
-                                    " top-p " + std::to_string(o.top_p)).c_str(),
+              sampling,
               o.concurrency ? ("concurrency " + std::to_string(o.concurrency)).c_str()
               : o.request_rate > 0 ? ("Poisson arrivals at " + std::to_string(o.request_rate) + " requests/s").c_str()
                                    : "all at once",
