@@ -40,11 +40,33 @@ struct MaskedRow {
   const float *logits;
   int cols;
   bool plus_inf_row;
-  __device__ float operator()(int i) const {
-    const float v = logits[i];
+  __device__ float mask(float v) const {
     if (v != v) return -plus_inf();
     if (plus_inf_row) return v == plus_inf() ? 0.0f : -plus_inf();
     return v;
+  }
+  __device__ float operator()(int i) const { return mask(logits[i]); }
+
+  // Calls f(i, x) for every token i of the row, x its masked logit, with
+  // several loads in flight per thread (a pass is bound by the latency of
+  // L2 otherwise). Every thread makes the same number of calls (so f may
+  // hold warp-collective code): past the row's end with i = -1.
+  template <class F>
+  __device__ void for_each(F f) const {
+    constexpr int kLoads = 4;
+    for (int base = 0; base < cols; base += kThreads * kLoads) {
+      float v[kLoads];
+#pragma unroll
+      for (int k = 0; k < kLoads; ++k) {
+        const int i = base + k * kThreads + int(threadIdx.x);
+        v[k] = i < cols ? logits[i] : 0.0f;
+      }
+#pragma unroll
+      for (int k = 0; k < kLoads; ++k) {
+        const int i = base + k * kThreads + int(threadIdx.x);
+        f(i < cols ? i : -1, mask(v[k]));
+      }
+    }
   }
 };
 
@@ -115,12 +137,10 @@ __device__ int select_in_order(const MaskedRow &row, Weight weight, double targe
     // Lanes of a warp that hit the same bucket add up first (shuffles in
     // lane order), so a narrow row (most tokens in a few buckets) costs one
     // shared-memory atomic per warp and bucket, not one per token.
-    for (int base = 0; base < row.cols; base += kThreads) {
-      const int i = base + int(threadIdx.x);
+    row.for_each([&](int i, float x) {
       int b = -1;
       double w = 0;
-      if (i < row.cols) {
-        const float x = row(i);
+      if (i >= 0) {
         const unsigned rank = rank_of(x);
         if ((rank & prefix_mask) == prefix) {
           w = weight(i, x, rank);
@@ -128,7 +148,7 @@ __device__ int select_in_order(const MaskedRow &row, Weight weight, double targe
         }
       }
       const unsigned group = __match_any_sync(0xffffffffu, b);
-      if (b < 0) continue;
+      if (b < 0) return;
       double sum = 0;
       for (unsigned lanes = group; lanes; lanes &= lanes - 1)
         sum += __shfl_sync(group, w, __ffs(lanes) - 1);
@@ -140,7 +160,7 @@ __device__ int select_in_order(const MaskedRow &row, Weight weight, double targe
           atomicMin(&d.first[b], i);  // the leader holds the group's lowest id
         }
       }
-    }
+    });
     __syncthreads();
 
     // The bucket: the first non-empty one where the cumulative weight gets
@@ -253,10 +273,10 @@ sample_rows(float *logits, long long cols, const RowSampling *params,
   // 1. Masking, and the greedy token: the smallest key (rank, then id).
   MaskedRow row{raw, V, false};
   unsigned long long best = ~0ull;
-  for (int i = threadIdx.x; i < V; i += kThreads) {
-    const unsigned long long key = key_of(rank_of(row(i)), i);
-    best = key < best ? key : best;
-  }
+  row.for_each([&](int i, float x) {
+    const unsigned long long key = key_of(rank_of(x), i);
+    if (i >= 0 && key < best) best = key;
+  });
   best = block_all_reduce(best, [](unsigned long long a, unsigned long long b) { return a < b ? a : b; });
   const int greedy = int(best & 0xffffffffu);
   float m = row(greedy);
@@ -275,7 +295,9 @@ sample_rows(float *logits, long long cols, const RowSampling *params,
 
   // 2. Raw logprobs.
   double sum = 0;
-  for (int i = threadIdx.x; i < V; i += kThreads) sum += exp(double(row(i)) - m);
+  row.for_each([&](int i, float x) {
+    if (i >= 0) sum += exp(double(x) - m);
+  });
   sum = block_all_reduce(sum, [](double a, double b) { return a + b; });
   const double lse = m + log(sum);
   auto logprob = [&](int token) { return float(double(row(token)) - lse); };
@@ -288,11 +310,10 @@ sample_rows(float *logits, long long cols, const RowSampling *params,
     auto finite = [](int, float x, unsigned) { return x != -plus_inf() ? 1.0 : 0.0; };
     const int nth = select_in_order(row, finite, double(n), false, true, d);
     const unsigned long long cut = key_of(rank_of(row(nth)), nth);
-    for (int i = threadIdx.x; i < V; i += kThreads) {
-      const float x = row(i);
-      const unsigned long long key = key_of(rank_of(x), i);
-      if (x != -plus_inf() && key <= cut) top_keys[atomicAdd(&num_top, 1)] = key;
-    }
+    row.for_each([&](int i, float x) {
+      if (i >= 0 && x != -plus_inf() && key_of(rank_of(x), i) <= cut)
+        top_keys[atomicAdd(&num_top, 1)] = key_of(rank_of(x), i);
+    });
     __syncthreads();
     if (threadIdx.x == 0)
       for (int a = 1; a < num_top; ++a)
