@@ -311,6 +311,9 @@ void Executor::forwardSample(const ForwardBatch &batch, std::span<const sample::
   if (int64_t(rows.size()) != batch.numSeqs())
     reject("a forward of " + std::to_string(batch.numSeqs()) + " sequences needs as many sampling rows, got " +
            std::to_string(rows.size()));
+  if (batch.numSeqs() > maxSeqs_)  // run() checks the rest of the batch
+    reject("a forward takes 1 to " + std::to_string(maxSeqs_) + " sequences, got " +
+           std::to_string(batch.numSeqs()));
   for (const sample::RowSampling &row : rows)
     if (row.first_adjustment < 0 || row.num_adjustments < 0 ||
         size_t(row.first_adjustment) + size_t(row.num_adjustments) > adjustments.size() ||
@@ -324,10 +327,11 @@ void Executor::forwardSample(const ForwardBatch &batch, std::span<const sample::
     adjustments_ = static_cast<sample::LogitAdjustment *>(
         memory_.allocate(adjustmentCapacity_ * sizeof(sample::LogitAdjustment)));
   }
-  const BatchShape shape = run(batch);
+  // Uploads wait for the stream: these go before the forward is launched.
   backend_.upload(rowParams_, rows.data(), rows.size_bytes());
   if (!adjustments.empty())
     backend_.upload(adjustments_, adjustments.data(), adjustments.size_bytes());
+  const BatchShape shape = run(batch);
   backend_.sample(static_cast<float *>(buffers_[size_t(logitsBuffer_)]), shape.num_seqs, vocabSize(),
                   rowParams_, adjustments_, rowSamples_);
   results.resize(size_t(shape.num_seqs));

@@ -78,9 +78,16 @@ Scheduler::Scheduler(Executor &executor, BlockManager &pages, const SchedulerOpt
     if (eos < 0 || eos >= executor.vocabSize())
       throw std::invalid_argument("end-of-sequence token " + std::to_string(eos) +
                                   " is outside the vocabulary");
-  auto limit = [](int64_t wanted, int64_t most) { return wanted > 0 ? std::min(wanted, most) : most; };
-  tokenBudget_ = limit(options.tokens_per_forward, executor.maxTokensPerForward());
-  seqBudget_ = limit(options.seqs_per_forward, executor.maxSeqsPerForward());
+  // A budget above the engine's own limits (fixed by llmc compile) is an
+  // error, not a silent cut.
+  auto limit = [](int64_t wanted, int64_t most, const char *what) {
+    if (wanted > most)
+      throw std::invalid_argument(std::string(what) + " " + std::to_string(wanted) + " exceeds the engine's " +
+                                  std::to_string(most) + " (llmc compile --max-" + what + ")");
+    return wanted > 0 ? wanted : most;
+  };
+  tokenBudget_ = limit(options.tokens_per_forward, executor.maxTokensPerForward(), "tokens-per-forward");
+  seqBudget_ = limit(options.seqs_per_forward, executor.maxSeqsPerForward(), "seqs-per-forward");
 }
 
 Scheduler::~Scheduler() {

@@ -52,8 +52,9 @@ struct GenerationResult {
 };
 
 struct SchedulerOptions {
-  int64_t tokens_per_forward = 0;  // token budget of one forward; 0: the executor's maximum
-  int64_t seqs_per_forward = 0;    // sequences in one forward; 0: the executor's maximum
+  // Budgets of one forward; 0: the executor's maximum (more is an error).
+  int64_t tokens_per_forward = 0;
+  int64_t seqs_per_forward = 0;
   std::vector<int32_t> eos_token_ids;
   uint64_t seed = 0;  // for requests without a seed of their own (plus the request's id)
   /// Detokenizes outputs (text deltas) and matches stop strings.

@@ -52,12 +52,15 @@ void *CpuBackend::allocate(size_t bytes) {
 
 void CpuBackend::release(void *pointer) { std::free(pointer); }
 
+// Zero bytes may come with a null pointer (an empty vector's data()).
 void CpuBackend::upload(void *device, const void *host, size_t bytes) {
-  std::memcpy(device, host, bytes);
+  if (bytes > 0)
+    std::memcpy(device, host, bytes);
 }
 
 void CpuBackend::download(void *host, const void *device, size_t bytes) {
-  std::memcpy(host, device, bytes);
+  if (bytes > 0)
+    std::memcpy(host, device, bytes);
 }
 
 // The plan verifier has checked every kernel and launch against
