@@ -8,6 +8,7 @@
 #include "runtime/backend/Backend.h"
 #include "runtime/sched/Scheduler.h"
 #include "runtime/engine/Scoring.h"
+#include "runtime/support/Math.h"
 #include "runtime/weights/safetensors.h"
 
 #include <gtest/gtest.h>
@@ -16,7 +17,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
+#include <numeric>
 
 namespace {
 
@@ -189,6 +192,57 @@ TEST_P(Golden, TeacherForcedLogitsMatchTransformers) {
     std::cout << "\n";
   }
   EXPECT_EQ(pages->numFree(), pages->numPages()) << "pages leaked";
+}
+
+// forwardSample picks from the forward's own logits: a greedy row with top
+// logprobs, a row whose best token is banned by an adjustment; rows that do
+// not fit the batch are BatchErrors before anything runs.
+TEST_P(Golden, SamplingRowsFollowTheForwardsLogits) {
+  const std::vector<int32_t> &prompt = prompts[0];
+  std::vector<int32_t> table;
+  for (int64_t p = 0; p < ceilDiv(int64_t(prompt.size()), executor->pageSize()); ++p)
+    table.push_back(*pages->allocate());
+  runtime::ForwardBatch batch;
+  batch.addChunk(prompt, 0, table, executor->pageSize());
+  std::vector<float> logits;
+  executor->forward(batch, logits);
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  double sum = 0;
+  for (float v : logits)
+    sum += std::exp(double(v) - logits[order[0]]);
+  auto logprob = [&](int32_t t) { return double(logits[t]) - logits[order[0]] - std::log(sum); };
+
+  sample::RowSampling greedy{};
+  greedy.logprobs = 5;
+  std::vector<sample::RowSample> results;
+  executor->forwardSample(batch, {&greedy, 1}, {}, results);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].token, order[0]);
+  EXPECT_NEAR(results[0].logprob, logprob(order[0]), 1e-5);
+  ASSERT_EQ(results[0].num_top, 5);
+  for (int k = 0; k < 5; ++k) {
+    EXPECT_EQ(results[0].top_tokens[k], order[size_t(k)]);
+    EXPECT_NEAR(results[0].top_logprobs[k], logprob(order[size_t(k)]), 1e-5);
+  }
+
+  const sample::LogitAdjustment ban{order[0], 1.0f, std::numeric_limits<float>::infinity()};
+  sample::RowSampling banned{};
+  banned.num_adjustments = 1;
+  executor->forwardSample(batch, {&banned, 1}, {&ban, 1}, results);
+  EXPECT_EQ(results[0].token, order[1]);
+
+  sample::RowSampling two[2] = {};
+  EXPECT_THROW(executor->forwardSample(batch, two, {}, results), runtime::BatchError);
+  sample::RowSampling tooMany{};
+  tooMany.logprobs = sample::kMaxTopLogprobs + 1;
+  EXPECT_THROW(executor->forwardSample(batch, {&tooMany, 1}, {}, results), runtime::BatchError);
+  sample::RowSampling pastTheEnd{};
+  pastTheEnd.num_adjustments = 2;
+  EXPECT_THROW(executor->forwardSample(batch, {&pastTheEnd, 1}, {&ban, 1}, results), runtime::BatchError);
+  for (int32_t page : table)
+    pages->release(page);
 }
 
 TEST_P(Golden, RaggedAndChunkedLogitsEqualSingleRuns) {
