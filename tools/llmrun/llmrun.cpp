@@ -4,7 +4,7 @@
 //   llmrun logits   ENGINE_DIR --weights MODEL_DIR --prompt-ids 1,2,3 --out FILE.safetensors
 //   llmrun bench    ENGINE_DIR (--weights MODEL_DIR | --random-weights)
 //   llmrun tokenize ENGINE_OR_MODEL_DIR [--decode]   (text on stdin, ids out; or the reverse)
-//   llmrun serve    ENGINE_DIR --weights MODEL_DIR [--host --port --api-key ...]
+//   llmrun serve    ENGINE_DIR (--weights MODEL_DIR | --random-weights) [--host --port --api-key ...]
 //
 // Links no LLVM/MLIR and starts on machines without a GPU or driver.
 
@@ -220,16 +220,18 @@ int runServe(const Options &o) {
   return 0;
 }
 
-void addEngineOptions(CLI::App *command, Options &o) {
+// The engine options; returns --weights, which each command requires or
+// makes exclusive with --random-weights.
+CLI::Option *addEngineOptions(CLI::App *command, Options &o) {
   command->add_option("engine_dir", o.engine, "Engine directory (from llmc compile)")->required();
-  command->add_option("--weights", o.weights, "Model directory with the safetensors checkpoint")
-      ->required();
+  CLI::Option *weights = command->add_option("--weights", o.weights, "Model directory with the safetensors checkpoint");
   command->add_option("--backend", o.backend, "cpu, cuda or auto")->capture_default_str();
   command->add_option("--kv-cache-tokens", o.kv_cache_tokens, "Tokens the KV cache holds");
   command->add_option("--gpu-memory-fraction", o.gpu_memory_fraction,
                       "Share of free GPU memory for weights, workspace and KV pages")
       ->check(CLI::Range(0.05, 1.0))
       ->capture_default_str();
+  return weights;
 }
 
 } // namespace
@@ -240,7 +242,7 @@ int main(int argc, char **argv) {
   Options o;
 
   auto *generate = app.add_subcommand("generate", "Generate tokens for one or more prompts");
-  addEngineOptions(generate, o);
+  addEngineOptions(generate, o)->required();
   generate->add_option("--prompt-ids", o.prompts, "Comma-separated token ids (repeat for a batch)");
   generate->add_option("--max-tokens", o.max_tokens, "Tokens to generate at most")->capture_default_str();
   generate->add_option("--min-tokens", o.min_tokens, "Mask end-of-sequence tokens until this many exist");
@@ -260,13 +262,17 @@ int main(int argc, char **argv) {
   generate->add_option("--stop-token-ids", o.stop_token_ids, "Token ids that end a sequence")->delimiter(',');
 
   auto *logits = app.add_subcommand("logits", "Write teacher-forced logits of the prompts");
-  addEngineOptions(logits, o);
+  addEngineOptions(logits, o)->required();
   logits->add_option("--prompt-ids", o.prompts, "Comma-separated token ids (repeat for a batch)");
   logits->add_option("--out", o.out, "Output .safetensors file (logits.<i>: [length, vocab] f32)")
       ->required();
 
   auto *serveCommand = app.add_subcommand("serve", "OpenAI-compatible HTTP server");
-  addEngineOptions(serveCommand, o);
+  bool serveRandom = false;
+  serveCommand
+      ->add_flag("--random-weights", serveRandom,
+                 "Deterministic random weights instead of a checkpoint (benchmarking the server)")
+      ->excludes(addEngineOptions(serveCommand, o));
   serveCommand->add_option("--host", o.server.host, "Address to listen on")->capture_default_str();
   serveCommand->add_option("--port", o.server.port, "Port (0: any free port)")->capture_default_str();
   serveCommand->add_option("--api-key", o.server.api_key, "Require 'Authorization: Bearer KEY'")
@@ -341,8 +347,11 @@ int main(int argc, char **argv) {
         throw std::invalid_argument("bench needs --weights MODEL_DIR or --random-weights");
       return runBench(bench);
     }
-    if (*serveCommand)
+    if (*serveCommand) {
+      if (!serveRandom && o.weights.empty())
+        throw std::invalid_argument("serve needs --weights MODEL_DIR or --random-weights");
       return runServe(o);
+    }
     if (*benchServeCommand) {
       if (!benchServeRandom && benchServe.engine.weights.empty())
         throw std::invalid_argument("bench-serve needs --weights MODEL_DIR or --random-weights");
