@@ -51,13 +51,14 @@ public:
     std::string text;
     std::vector<sample::SampleResult> samples;
     std::string finish_reason;  // when the choice finished
+    bool sampled = false;       // a token came
   };
   std::vector<Delta> absorb(std::vector<Channel::Item> items) {
     std::vector<Delta> deltas;
     for (Channel::Item &item : items) {
       Choice &choice = choices_[item.index];
       runtime::SequenceUpdate &update = item.update;
-      Delta delta{item.index, update.text, {}, ""};
+      Delta delta{item.index, update.text, {}, "", update.sample.has_value()};
       if (update.sample) {
         const Clock::time_point now = Clock::now();
         if (!firstToken_) {
@@ -143,8 +144,12 @@ public:
                                                      : std::string()) +
                         delta.text;
       }
-      if (delta.text.empty() && delta.samples.empty() && delta.finish_reason.empty() && choice.opened)
-        continue;  // nothing new (text held back for a possible stop string)
+      // Nothing new: text held back (a possible stop string, an incomplete
+      // UTF-8 sequence). Without a tokenizer there is never text, and each
+      // token still gets its event.
+      if (delta.text.empty() && delta.samples.empty() && delta.finish_reason.empty() && choice.opened &&
+          (model_.tokenizer || !delta.sampled))
+        continue;
       choice.opened = true;
       entry["logprobs"] = job_.logprobs && !delta.samples.empty()
                               ? choiceLogprobs(model_, job_.chat, delta.samples, choice.offset)

@@ -2,8 +2,9 @@
 # Usage: test/serve/bench_openai.sh LLMRUN ENGINE_DIR
 #
 # tools/bench_openai.py against `llmrun serve --random-weights` on the CPU:
-# every streamed request completes with all its tokens, and a server behind
-# an API key turns the benchmark's requests away without one.
+# every streamed request completes with all its tokens, an engine without a
+# tokenizer still streams an event per token, and a server behind an API key
+# turns the benchmark's requests away without one.
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 LLMRUN ENGINE_DIR" >&2; exit 2; }
 llmrun=$1 engine=$2
@@ -31,6 +32,19 @@ cat "$work/out.txt"
 grep -q '| completed / failed requests | 12 / 0 |' "$work/out.txt"
 grep -q '| output tokens | 108 |' "$work/out.txt"  # 12 x 9, counted by each stream's usage
 kill "$server" && wait "$server" || true
+
+# An engine without tokenizer files streams an event per token all the same
+# (empty text), so clients see progress: 5 tokens, 5 events, then usage.
+mkdir "$work/bare"
+cp "$engine/plan.llmp" "$engine/config.json" "$engine/generation_config.json" "$work/bare/"
+engine_with_tokenizer=$engine engine=$work/bare
+start
+curl -sN "$url/v1/completions" -d '{"model": "bare", "prompt": [5, 6, 7], "max_tokens": 5, "ignore_eos": true,
+  "stream": true, "stream_options": {"include_usage": true}}' > "$work/bare.txt"
+[ "$(grep -c '^data: {"choices":\[{' "$work/bare.txt")" = 5 ] || { cat "$work/bare.txt" >&2; exit 1; }
+grep -q '"completion_tokens":5' "$work/bare.txt"
+kill "$server" && wait "$server" || true
+engine=$engine_with_tokenizer
 
 start --api-key sesame
 if python3 "$here/../../tools/bench_openai.py" "$url" --model default --num-requests 2 --input-len 4 \
