@@ -39,4 +39,8 @@ struct RowSample {
   float top_logprobs[kMaxTopLogprobs];
 };
 
+// The host compiler and NVRTC must agree on these layouts.
+static_assert(sizeof(LogitAdjustment) == 12 && sizeof(RowSampling) == 40 &&
+              sizeof(RowSample) == 12 + 8 * kMaxTopLogprobs);
+
 } // namespace llmc::sample
