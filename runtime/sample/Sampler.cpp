@@ -205,30 +205,39 @@ RowSampling Sampler::prepare(std::vector<LogitAdjustment>& adjustments,
   row.logprobs = params_.logprobs;
   if (row.temperature != 0) row.u = double(rng_() >> 11) * 0x1.0p-53;
 
-  // One adjustment per token: the repetition penalty over the prompt and the
-  // output, frequency and presence over the output, then the bans, merged.
+  // One adjustment per token, in token order: the repetition penalty over
+  // the prompt and the output, frequency and presence over the output (one
+  // merge of the two sorted lists, linear in the history), then the bans.
   const size_t first = adjustments.size();
   const float r = params_.repetition_penalty;
-  if (r != 1)
-    for (int32_t token : promptTokens_) adjustments.push_back({token, r, 0.0f});
-  for (auto [token, count] : outputCounts_)
-    adjustments.push_back(
-        {token, r, params_.frequency_penalty * float(count) + params_.presence_penalty});
-  for (auto banned : {std::span<const int32_t>(params_.banned_tokens), extra_banned})
-    for (int32_t token : banned) adjustments.push_back({token, 1.0f, kInf});
-  auto byToken = [](const LogitAdjustment& a, const LogitAdjustment& b) { return a.token < b.token; };
-  std::stable_sort(adjustments.begin() + long(first), adjustments.end(), byToken);
-  size_t kept = first;
-  for (size_t j = first; j < adjustments.size(); ++j) {
-    if (kept > first && adjustments[kept - 1].token == adjustments[j].token) {
-      LogitAdjustment& last = adjustments[kept - 1];
-      if (last.repetition == 1) last.repetition = adjustments[j].repetition;
-      last.subtract += adjustments[j].subtract;  // only one of them is a penalty
-    } else {
-      adjustments[kept++] = adjustments[j];
+  const std::span<const int32_t> prompt =
+      r != 1 ? std::span<const int32_t>(promptTokens_) : std::span<const int32_t>{};
+  for (size_t p = 0, o = 0; p < prompt.size() || o < outputCounts_.size();) {
+    if (o == outputCounts_.size() || (p < prompt.size() && prompt[p] < outputCounts_[o].first)) {
+      adjustments.push_back({prompt[p++], r, 0.0f});
+      continue;
     }
+    const auto [token, count] = outputCounts_[o++];
+    if (p < prompt.size() && prompt[p] == token) ++p;
+    adjustments.push_back({token, r, params_.frequency_penalty * float(count) + params_.presence_penalty});
   }
-  adjustments.resize(kept);
+  auto byToken = [](const LogitAdjustment& a, const LogitAdjustment& b) { return a.token < b.token; };
+  const auto penalised = long(adjustments.size());
+  for (auto banned : {std::span<const int32_t>(params_.banned_tokens), extra_banned})
+    for (int32_t token : banned) {
+      const LogitAdjustment ban{token, 1.0f, kInf};
+      auto end = adjustments.begin() + penalised;
+      auto at = std::lower_bound(adjustments.begin() + long(first), end, ban, byToken);
+      if (at != end && at->token == token)
+        at->subtract = kInf;
+      else
+        adjustments.push_back(ban);
+    }
+  std::sort(adjustments.begin() + penalised, adjustments.end(), byToken);
+  adjustments.erase(std::unique(adjustments.begin() + penalised, adjustments.end(),
+                                [](const LogitAdjustment& a, const LogitAdjustment& b) { return a.token == b.token; }),
+                    adjustments.end());
+  std::inplace_merge(adjustments.begin() + long(first), adjustments.begin() + penalised, adjustments.end(), byToken);
   row.first_adjustment = int(first);
   row.num_adjustments = int(adjustments.size() - first);
   return row;

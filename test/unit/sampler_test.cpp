@@ -501,3 +501,31 @@ TEST(Sampler, PenaltiesFollowTheOutputAndPromptHistory) {
 }
 
 }  // namespace
+
+// prepare() lists one adjustment per token, in token order: the repetition
+// penalty for prompt and output tokens, frequency and presence for output
+// tokens, +inf for banned ones (the params' and the extra ones), merged.
+TEST(Sampler, PrepareListsOneAdjustmentPerTokenInOrder) {
+  SamplingParams p;
+  p.temperature = 0.5f;
+  p.repetition_penalty = 1.5f;
+  p.frequency_penalty = 0.5f;
+  p.presence_penalty = 0.25f;
+  p.banned_tokens = {9, 3};
+  Sampler s(p, 0, std::vector<int32_t>{9, 4, 4, 2});
+  for (int32_t token : {5, 2, 5}) s.accept(token);
+  std::vector<LogitAdjustment> adjustments{{100, 1.0f, 1.0f}};  // an earlier row's
+  const RowSampling row = s.prepare(adjustments, std::vector<int32_t>{7, 3});
+  EXPECT_EQ(row.first_adjustment, 1);
+  ASSERT_EQ(row.num_adjustments, 6);
+  const std::vector<LogitAdjustment> expected{
+      {2, 1.5f, 0.75f}, {3, 1.0f, kInf}, {4, 1.5f, 0.0f}, {5, 1.5f, 1.25f}, {7, 1.0f, kInf}, {9, 1.5f, kInf}};
+  for (size_t j = 0; j < expected.size(); ++j) {
+    const LogitAdjustment& got = adjustments[1 + j];
+    EXPECT_EQ(got.token, expected[j].token) << j;
+    EXPECT_EQ(got.repetition, expected[j].repetition) << j;
+    EXPECT_EQ(got.subtract, expected[j].subtract) << j;
+  }
+  EXPECT_GT(row.u, 0.0);  // sampling, so u was drawn
+  EXPECT_LT(row.u, 1.0);
+}
