@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <limits>
+#include <utility>
 
 namespace llmc::runtime {
 namespace {
@@ -75,18 +77,16 @@ Executor::Executor(const plan::PlanFile &file, Backend &backend,
                    const weights::Checkpoint &checkpoint, const std::string &checkpoint_dir,
                    const ExecutorOptions &options)
     : Executor(file, backend, options) {
-  std::vector<void *> weights = bindWeights(rank_, checkpoint, checkpoint_dir, backend_, options.load_progress);
-  memory_.pointers.insert(memory_.pointers.end(), weights.begin(), weights.end());
-  allocateBuffers(weights);
+  bindWeights(rank_, checkpoint, checkpoint_dir, backend_, weights_, options.load_progress);
+  bindBuffers();
   captureDecodeGraphs();
 }
 
 Executor::Executor(const plan::PlanFile &file, Backend &backend, uint64_t seed,
                    const ExecutorOptions &options)
     : Executor(file, backend, options) {
-  std::vector<void *> weights = bindRandomWeights(rank_, seed, backend_);
-  memory_.pointers.insert(memory_.pointers.end(), weights.begin(), weights.end());
-  allocateBuffers(weights);
+  bindRandomWeights(rank_, seed, backend_, weights_);
+  bindBuffers();
   captureDecodeGraphs();
 }
 
@@ -112,53 +112,91 @@ Executor::Executor(const plan::PlanFile &file, Backend &backend, const ExecutorO
   pageCapacity_ = maxSeqs_ * ceilDiv(plan_.model()->max_seq_len(), plan_.kv_cache()->page_size());
 
   backend_.loadKernels(plan_);
+  reserve();
 }
 
-// Constants, KV pages, workspace and ABI arrays; then every plan buffer's pointer.
-void Executor::allocateBuffers(const std::vector<void *> &weights) {
-  std::vector<void *> constants;
+void Executor::reserve() {
+  // Regions at 256-byte offsets (what cuMemAlloc guarantees a pointer).
+  size_t total = 0;
+  auto carve = [&total](size_t bytes) {
+    const size_t at = total;
+    total += (bytes + 255) / 256 * 256;
+    return at;
+  };
+  std::vector<size_t> weights, constants, keys, values;
+  for (const plan::Parameter *param : *rank_.parameters())
+    weights.push_back(carve(parameterBytes(*param)));
+  const size_t weightBytes = total;
   if (rank_.constants())
-    for (const plan::Constant *constant : *rank_.constants()) {
-      constants.push_back(memory_.allocate(constant->data()->size()));
-      backend_.upload(constants.back(), constant->data()->data(), constant->data()->size());
-    }
-
+    for (const plan::Constant *constant : *rank_.constants())
+      constants.push_back(carve(constant->data()->size()));
   // One page more than the cache holds: padding sequences write there.
   const plan::KvCacheSpec &kv = *plan_.kv_cache();
   scratchPage_ = int32_t(numPages_);
   const size_t layerBytes = size_t((numPages_ + 1) * kv.page_size() * kv.num_kv_heads() *
                                    kv.head_dim() * plan::dtypeBytes(kv.dtype()));
-  std::vector<void *> keys, values;
+  const size_t kvStart = total;
   for (int64_t layer = 0; layer < kv.num_layers(); ++layer) {
-    keys.push_back(memory_.allocate(layerBytes));
-    values.push_back(memory_.allocate(layerBytes));
+    keys.push_back(carve(layerBytes));
+    values.push_back(carve(layerBytes));
   }
-
-  // All ABI arrays live in one device block (one upload per forward).
-  size_t offset = 0;
+  const size_t kvBytes = total - kvStart;
+  // All ABI arrays live in one block (one upload per forward).
+  size_t elements = 0;
   for (const plan::AbiInput &input : plan::kAbiInputs) {
-    inputOffsets_.push_back(offset);
+    inputOffsets_.push_back(elements);
     const std::string_view rows = input.rows;
-    offset += size_t(rows == "pages" ? pageCapacity_ : rows == "tokens" ? maxTokens_ : maxSeqs_ + 1);
+    elements += size_t(rows == "pages" ? pageCapacity_ : rows == "tokens" ? maxTokens_ : maxSeqs_ + 1);
   }
-  inputBlock_ = static_cast<int32_t *>(memory_.allocate(offset * sizeof(int32_t)));
-  rowParams_ = static_cast<sample::RowSampling *>(
-      memory_.allocate(size_t(maxSeqs_) * sizeof(sample::RowSampling)));
-  rowSamples_ = static_cast<sample::RowSample *>(
-      memory_.allocate(size_t(maxSeqs_) * sizeof(sample::RowSample)));
-  staging_.resize(offset);
+  staging_.resize(elements);
+  const size_t inputs = carve(elements * sizeof(int32_t));
+  const size_t rowParams = carve(size_t(maxSeqs_) * sizeof(sample::RowSampling));
+  const size_t rowSamples = carve(size_t(maxSeqs_) * sizeof(sample::RowSample));
+  const size_t workspaceBytes = size_t(plan::workspaceBytes(rank_, maxTokens_, maxSeqs_));
+  const size_t workspace = carve(workspaceBytes);
 
+  try {
+    memory_.reservation = backend_.allocate(total);
+  } catch (const std::exception &error) {
+    auto gb = [](size_t bytes) {
+      char text[32];
+      std::snprintf(text, sizeof text, "%.2f GB", double(bytes) / 1e9);
+      return std::string(text);
+    };
+    throw std::runtime_error("the engine needs " + gb(total) + " of device memory (weights " + gb(weightBytes) +
+                             ", KV cache " + gb(kvBytes) + ", workspace " + gb(workspaceBytes) +
+                             "); a smaller KV cache or batch limits need less: " + error.what());
+  }
+  reservedBytes_ = total;
+  auto *base = static_cast<char *>(memory_.reservation);
+  for (size_t at : weights)
+    weights_.push_back(base + at);
+  for (size_t at : constants)
+    constants_.push_back(base + at);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    keys_.push_back(base + keys[i]);
+    values_.push_back(base + values[i]);
+  }
+  inputBlock_ = reinterpret_cast<int32_t *>(base + inputs);
+  rowParams_ = reinterpret_cast<sample::RowSampling *>(base + rowParams);
+  rowSamples_ = reinterpret_cast<sample::RowSample *>(base + rowSamples);
+  workspace_ = base + workspace;
+}
+
+void Executor::bindBuffers() {
+  if (rank_.constants())
+    for (size_t i = 0; i < constants_.size(); ++i) {
+      const plan::Constant *constant = rank_.constants()->Get(uint32_t(i));
+      backend_.upload(constants_[i], constant->data()->data(), constant->data()->size());
+    }
   const int64_t tokensRegion = rank_.workspace_bytes_per_token() * maxTokens_;
-  auto *workspace = static_cast<char *>(
-      memory_.allocate(size_t(tokensRegion + rank_.workspace_bytes_per_seq() * maxSeqs_)));
-
   for (const plan::Buffer *buffer : *rank_.buffers()) {
     void *pointer = nullptr;
     switch (buffer->kind()) {
     case plan::BufferKind::workspace:
       pointer = buffer->rows() == plan::RowCount::seqs
-                    ? workspace + tokensRegion + buffer->offset_per_row() * maxSeqs_
-                    : workspace + buffer->offset_per_row() * maxTokens_;
+                    ? workspace_ + tokensRegion + buffer->offset_per_row() * maxSeqs_
+                    : workspace_ + buffer->offset_per_row() * maxTokens_;
       break;
     case plan::BufferKind::input: {
       const auto *input = std::find_if(std::begin(plan::kAbiInputs), std::end(plan::kAbiInputs),
@@ -169,10 +207,10 @@ void Executor::allocateBuffers(const std::vector<void *> &weights) {
       pointer = inputBlock_ + inputOffsets_[size_t(input - std::begin(plan::kAbiInputs))];
       break;
     }
-    case plan::BufferKind::parameter: pointer = weights[size_t(buffer->index())]; break;
-    case plan::BufferKind::constant: pointer = constants[size_t(buffer->index())]; break;
-    case plan::BufferKind::kv_keys: pointer = keys[size_t(buffer->index())]; break;
-    case plan::BufferKind::kv_values: pointer = values[size_t(buffer->index())]; break;
+    case plan::BufferKind::parameter: pointer = weights_[size_t(buffer->index())]; break;
+    case plan::BufferKind::constant: pointer = constants_[size_t(buffer->index())]; break;
+    case plan::BufferKind::kv_keys: pointer = keys_[size_t(buffer->index())]; break;
+    case plan::BufferKind::kv_values: pointer = values_[size_t(buffer->index())]; break;
     }
     buffers_.push_back(pointer);
   }
@@ -213,22 +251,13 @@ Executor::~Executor() {
 Executor::DeviceMemory::~DeviceMemory() {
   // After a sticky device error releases fail too; the memory goes with the
   // context, and a destructor must not throw.
-  for (void *pointer : pointers) {
+  for (void *pointer : {reservation, adjustments}) {
     try {
-      backend.release(pointer);
+      if (pointer)
+        backend.release(pointer);
     } catch (const std::exception &) {
     }
   }
-}
-
-void *Executor::DeviceMemory::allocate(size_t bytes) {
-  pointers.push_back(backend.allocate(bytes));
-  return pointers.back();
-}
-
-void Executor::DeviceMemory::release(void *pointer) {
-  pointers.erase(std::find(pointers.begin(), pointers.end(), pointer));
-  backend.release(pointer);
 }
 
 // Everything the kernels index with is checked here, so that a bad batch is
@@ -320,20 +349,21 @@ void Executor::forwardSample(const ForwardBatch &batch, std::span<const sample::
         row.logprobs < 0 || row.logprobs > sample::kMaxTopLogprobs)
       reject("a sampling row's adjustments or logprobs are out of range");
   if (adjustments.size() > adjustmentCapacity_) {
-    if (adjustments_)
-      memory_.release(adjustments_);
-    adjustments_ = nullptr;
-    adjustmentCapacity_ = std::max(adjustments.size(), 2 * adjustmentCapacity_);
-    adjustments_ = static_cast<sample::LogitAdjustment *>(
-        memory_.allocate(adjustmentCapacity_ * sizeof(sample::LogitAdjustment)));
+    const size_t capacity = std::max(adjustments.size(), 2 * adjustmentCapacity_);
+    if (memory_.adjustments)
+      backend_.release(std::exchange(memory_.adjustments, nullptr));
+    adjustmentCapacity_ = 0;
+    memory_.adjustments = backend_.allocate(capacity * sizeof(sample::LogitAdjustment));
+    adjustmentCapacity_ = capacity;
   }
+  auto *deviceAdjustments = static_cast<sample::LogitAdjustment *>(memory_.adjustments);
   // Uploads wait for the stream: these go before the forward is launched.
   backend_.upload(rowParams_, rows.data(), rows.size_bytes());
   if (!adjustments.empty())
-    backend_.upload(adjustments_, adjustments.data(), adjustments.size_bytes());
+    backend_.upload(deviceAdjustments, adjustments.data(), adjustments.size_bytes());
   const BatchShape shape = run(batch);
   backend_.sample(static_cast<float *>(buffers_[size_t(logitsBuffer_)]), shape.num_seqs, vocabSize(),
-                  rowParams_, adjustments_, rowSamples_);
+                  rowParams_, deviceAdjustments, rowSamples_);
   results.resize(size_t(shape.num_seqs));
   backend_.download(results.data(), rowSamples_, results.size() * sizeof(sample::RowSample));
 }

@@ -1,6 +1,7 @@
-// Runs forwards of a plan on a backend: owns the device memory (weights,
-// workspace, KV pages, ABI input arrays), resolves every plan buffer to a
-// fixed pointer once, and checks each batch before running its steps.
+// Runs forwards of a plan on a backend: owns the device memory (one
+// reservation for weights, constants, KV pages, workspace, ABI input arrays
+// and sampling rows), resolves every plan buffer to a fixed pointer once, and
+// checks each batch before running its steps.
 #pragma once
 
 #include "runtime/backend/Backend.h"
@@ -102,20 +103,28 @@ public:
   double forwardSeconds() const { return forwardSeconds_; }
   /// Wall time the start-up graph captures took (0 without graphs).
   double graphCaptureSeconds() const { return graphCaptureSeconds_; }
+  /// Bytes of the device reservation made at construction.
+  size_t reservedBytes() const { return reservedBytes_; }
 
 private:
   Executor(const plan::PlanFile &plan, Backend &backend, const ExecutorOptions &options);
-  void allocateBuffers(const std::vector<void *> &weights);
+  /// Sizes one reservation from the plan and the limits, allocates it (so a
+  /// device too small fails before any weight loads) and carves it: weights_,
+  /// constants_, keys_, values_, the ABI block, the sampling rows, workspace_.
+  void reserve();
+  /// Uploads the constants and resolves every plan buffer to its pointer.
+  void bindBuffers();
   void captureDecodeGraphs();
 
   /// Everything the executor owns on the device, released on destruction
-  /// (also when the constructor throws half-way).
+  /// (also when the constructor throws half-way): the reservation, and the
+  /// logit adjustments of penalised rows (sized by the forwards that need
+  /// them, the one allocation after start-up).
   struct DeviceMemory {
     Backend &backend;
-    std::vector<void *> pointers;
+    void *reservation = nullptr;
+    void *adjustments = nullptr;
     ~DeviceMemory();
-    void *allocate(size_t bytes);
-    void release(void *pointer);
   };
 
   void validate(const ForwardBatch &batch) const;
@@ -128,12 +137,14 @@ private:
   Backend &backend_;
   int64_t maxTokens_, maxSeqs_, numPages_, pageCapacity_;
   DeviceMemory memory_;
+  size_t reservedBytes_ = 0;
+  std::vector<void *> weights_, constants_, keys_, values_;  // in the reservation
+  char *workspace_ = nullptr;
   std::vector<void *> buffers_;      // one pointer per plan buffer
   int32_t *inputBlock_ = nullptr;      // the ABI arrays on the device, at inputOffsets_
   sample::RowSampling *rowParams_ = nullptr;  // forwardSample's rows on the device
   sample::RowSample *rowSamples_ = nullptr;   // ... and their results
-  sample::LogitAdjustment *adjustments_ = nullptr;  // grown when a forward needs more
-  size_t adjustmentCapacity_ = 0;
+  size_t adjustmentCapacity_ = 0;   // entries of memory_.adjustments
   std::vector<size_t> inputOffsets_;   // in elements, in kAbiArrays order
   std::vector<int32_t> staging_;       // the same layout on the host
   int32_t logitsBuffer_ = -1;

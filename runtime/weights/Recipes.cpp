@@ -128,60 +128,62 @@ void throwIfInvalid(const RecipeReport &report, const std::string &checkpoint_di
   throw WeightError(message);
 }
 
-std::vector<void *> bindWeights(const plan::RankProgram &rank, const weights::Checkpoint &checkpoint,
-                                const std::string &checkpoint_dir, Backend &backend,
-                                const LoadProgress &progress) {
+size_t parameterBytes(const plan::Parameter &param) {
+  size_t elements = 1;
+  for (int64_t dim : *param.shape())
+    elements *= size_t(dim);
+  return elements * size_t(plan::dtypeBytes(param.dtype()));
+}
+
+void bindWeights(const plan::RankProgram &rank, const weights::Checkpoint &checkpoint,
+                 const std::string &checkpoint_dir, Backend &backend, std::span<void *const> targets,
+                 const LoadProgress &progress) {
   throwIfInvalid(checkRecipes(rank, checkpoint), checkpoint_dir);
+  if (targets.size() != rank.parameters()->size())
+    throw std::logic_error("bindWeights needs one target per parameter");
   const size_t total = size_t(plan::parameterBytes(rank));
   size_t done = 0;
-  std::vector<void *> pointers;
-  try {
-    for (const plan::Parameter *param : *rank.parameters()) {
-      if (progress)
-        progress(done, total);
-      int64_t elements = 1;
-      for (int64_t dim : *param->shape())
-        elements *= dim;
-      done += size_t(elements * plan::dtypeBytes(param->dtype()));
-      // Sources already in the parameter's dtype and concatenated along the
-      // first axis are contiguous pieces of it: upload them straight from the
-      // mapped checkpoint. Anything else is built on the host first.
-      const bool direct =
-          param->concat_axis() == 0 &&
-          std::all_of(param->sources()->begin(), param->sources()->end(), [&](const plan::WeightSource *s) {
-            return sameDType(checkpoint.find(s->name()->string_view())->dtype, param->dtype());
-          });
-      if (direct) {
-        size_t total = 0;
-        for (const plan::WeightSource *source : *param->sources())
-          total += checkpoint.find(source->name()->string_view())->numBytes();
-        pointers.push_back(backend.allocate(total));
-        auto *target = static_cast<std::byte *>(pointers.back());
-        for (const plan::WeightSource *source : *param->sources()) {
-          std::span<const std::byte> data = checkpoint.data(*checkpoint.find(source->name()->string_view()));
-          backend.upload(target, data.data(), data.size());
-          target += data.size();
-        }
-        continue;
-      }
-      std::vector<std::byte> bytes = buildParameter(*param, checkpoint);
-      pointers.push_back(backend.allocate(bytes.size()));
-      backend.upload(pointers.back(), bytes.data(), bytes.size());
-    }
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const plan::Parameter *param = rank.parameters()->Get(uint32_t(i));
     if (progress)
-      progress(total, total);
-  } catch (...) {
-    for (void *pointer : pointers)
-      backend.release(pointer);
-    throw;
+      progress(done, total);
+    const size_t bytes = parameterBytes(*param);
+    done += bytes;
+    // Sources already in the parameter's dtype and concatenated along the
+    // first axis are contiguous pieces of it: upload them straight from the
+    // mapped checkpoint. Anything else is built on the host first.
+    const bool direct =
+        param->concat_axis() == 0 &&
+        std::all_of(param->sources()->begin(), param->sources()->end(), [&](const plan::WeightSource *s) {
+          return sameDType(checkpoint.find(s->name()->string_view())->dtype, param->dtype());
+        });
+    auto *target = static_cast<std::byte *>(targets[i]);
+    if (direct) {
+      for (const plan::WeightSource *source : *param->sources()) {
+        std::span<const std::byte> data = checkpoint.data(*checkpoint.find(source->name()->string_view()));
+        if (size_t(target - static_cast<std::byte *>(targets[i])) + data.size() > bytes)
+          throw std::logic_error("checked sources overrun parameter '" + param->name()->str() + "'");
+        backend.upload(target, data.data(), data.size());
+        target += data.size();
+      }
+      continue;
+    }
+    std::vector<std::byte> built = buildParameter(*param, checkpoint);
+    if (built.size() != bytes)
+      throw std::logic_error("parameter '" + param->name()->str() + "' was built with the wrong size");
+    backend.upload(target, built.data(), built.size());
   }
-  return pointers;
+  if (progress)
+    progress(total, total);
 }
 
 // One block of random values per dtype, drawn once; parameter i is filled
 // with the block repeated from a different starting element. Drawing every
 // element of an 8B model on the host took longer than the rest of the start.
-std::vector<void *> bindRandomWeights(const plan::RankProgram &rank, uint64_t seed, Backend &backend) {
+void bindRandomWeights(const plan::RankProgram &rank, uint64_t seed, Backend &backend,
+                       std::span<void *const> targets) {
+  if (targets.size() != rank.parameters()->size())
+    throw std::logic_error("bindRandomWeights needs one target per parameter");
   constexpr size_t kBlockElements = 1 << 22;
   std::mt19937_64 engine(seed);
   std::uniform_real_distribution<float> uniform(-0.05f, 0.05f);
@@ -189,32 +191,22 @@ std::vector<void *> bindRandomWeights(const plan::RankProgram &rank, uint64_t se
   for (float &value : values)
     value = uniform(engine);
   std::map<plan::DType, std::vector<std::byte>> blocks;  // the values twice over, encoded
-  std::vector<void *> pointers;
-  try {
-    for (const plan::Parameter *param : *rank.parameters()) {
-      size_t elements = 1;
-      for (int64_t dim : *param->shape())
-        elements *= size_t(dim);
-      const size_t elementBytes = size_t(plan::dtypeBytes(param->dtype()));
-      std::vector<std::byte> &block = blocks[param->dtype()];
-      if (block.empty()) {
-        block.resize(2 * kBlockElements * elementBytes);
-        for (size_t i = 0; i < 2 * kBlockElements; ++i)
-          writeFloat(param->dtype(), values[i % kBlockElements], &block[i * elementBytes]);
-      }
-      const size_t first = (pointers.size() * 7919) % kBlockElements * elementBytes;
-      const size_t piece = kBlockElements * elementBytes;
-      pointers.push_back(backend.allocate(elements * elementBytes));
-      auto *target = static_cast<std::byte *>(pointers.back());
-      for (size_t done = 0; done < elements * elementBytes; done += piece)
-        backend.upload(target + done, block.data() + first, std::min(piece, elements * elementBytes - done));
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const plan::Parameter *param = rank.parameters()->Get(uint32_t(i));
+    const size_t elementBytes = size_t(plan::dtypeBytes(param->dtype()));
+    std::vector<std::byte> &block = blocks[param->dtype()];
+    if (block.empty()) {
+      block.resize(2 * kBlockElements * elementBytes);
+      for (size_t e = 0; e < 2 * kBlockElements; ++e)
+        writeFloat(param->dtype(), values[e % kBlockElements], &block[e * elementBytes]);
     }
-  } catch (...) {
-    for (void *pointer : pointers)
-      backend.release(pointer);
-    throw;
+    const size_t first = (i * 7919) % kBlockElements * elementBytes;
+    const size_t piece = kBlockElements * elementBytes;
+    const size_t bytes = parameterBytes(*param);
+    auto *target = static_cast<std::byte *>(targets[i]);
+    for (size_t done = 0; done < bytes; done += piece)
+      backend.upload(target + done, block.data() + first, std::min(piece, bytes - done));
   }
-  return pointers;
 }
 
 } // namespace llmc::runtime

@@ -9,6 +9,7 @@
 #include "runtime/weights/safetensors.h"
 
 #include <functional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -31,18 +32,22 @@ RecipeReport checkRecipes(const plan::RankProgram &rank, const weights::Checkpoi
 /// Throws WeightError with all of the report's errors in one line, if any.
 void throwIfInvalid(const RecipeReport &report, const std::string &checkpoint_dir);
 
-/// Checks every recipe (all problems in one WeightError), then builds and
-/// uploads each parameter. Returns one device pointer per rank.parameters()
-/// entry, allocated from `backend`.
 /// Reports bytes bound so far out of the total (a progress bar on a terminal).
 using LoadProgress = std::function<void(size_t done, size_t total)>;
 
-std::vector<void *> bindWeights(const plan::RankProgram &rank, const weights::Checkpoint &checkpoint,
-                                const std::string &checkpoint_dir, Backend &backend,
-                                const LoadProgress &progress = {});
+/// Bytes of one parameter (its shape in its dtype).
+size_t parameterBytes(const plan::Parameter &param);
 
-/// Fills every parameter with seeded uniform(-0.05, 0.05) values (a random
-/// block, tiled), for benchmarks without a checkpoint: never zeros.
-std::vector<void *> bindRandomWeights(const plan::RankProgram &rank, uint64_t seed, Backend &backend);
+/// Checks every recipe (all problems in one WeightError), then builds each
+/// parameter and uploads it to targets[i] (device memory of
+/// parameterBytes(rank.parameters()[i]) bytes).
+void bindWeights(const plan::RankProgram &rank, const weights::Checkpoint &checkpoint,
+                 const std::string &checkpoint_dir, Backend &backend, std::span<void *const> targets,
+                 const LoadProgress &progress = {});
+
+/// Fills every parameter's target with seeded uniform(-0.05, 0.05) values (a
+/// random block, tiled), for benchmarks without a checkpoint: never zeros.
+void bindRandomWeights(const plan::RankProgram &rank, uint64_t seed, Backend &backend,
+                       std::span<void *const> targets);
 
 } // namespace llmc::runtime

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -192,6 +193,71 @@ TEST_P(Golden, TeacherForcedLogitsMatchTransformers) {
     std::cout << "\n";
   }
   EXPECT_EQ(pages->numFree(), pages->numPages()) << "pages leaked";
+}
+
+// The CPU backend with its allocations counted, and a limit past which an
+// allocation fails as a full device would.
+class CountingBackend final : public runtime::Backend {
+public:
+  size_t allocations = 0, limit = SIZE_MAX;
+  std::string_view name() const override { return "counting"; }
+  void *allocate(size_t bytes) override {
+    if (bytes > limit)
+      throw std::runtime_error("out of device memory");
+    ++allocations;
+    return cpu_->allocate(bytes);
+  }
+  void release(void *pointer) override { cpu_->release(pointer); }
+  void upload(void *device, const void *host, size_t bytes) override { cpu_->upload(device, host, bytes); }
+  void download(void *host, const void *device, size_t bytes) override { cpu_->download(host, device, bytes); }
+  void loadKernels(const plan::Plan &plan) override { cpu_->loadKernels(plan); }
+  void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
+              std::span<const plan::Scalar> scalars, const runtime::BatchShape &batch) override {
+    cpu_->launch(plan, kernel, buffers, scalars, batch);
+  }
+  void gemm(const runtime::GemmArgs &args) override { cpu_->gemm(args); }
+  void sample(float *logits, int64_t rows, int64_t cols, const sample::RowSampling *params,
+              const sample::LogitAdjustment *adjustments, sample::RowSample *out) override {
+    cpu_->sample(logits, rows, cols, params, adjustments, out);
+  }
+  void synchronize() override {}
+
+private:
+  std::unique_ptr<runtime::Backend> cpu_ = runtime::createBackend("cpu");
+};
+
+// The executor takes its device memory in one reservation at start-up; only
+// penalised rows' logit adjustments allocate later. A device too small for
+// the reservation fails before any weight loads, naming what it needed.
+TEST_P(Golden, DeviceMemoryIsOneReservation) {
+  CountingBackend counting;
+  runtime::ExecutorOptions options;
+  options.max_tokens_per_forward = 64;
+  options.max_seqs_per_forward = 4;
+  options.kv_pages = 16;
+  runtime::Executor one(*plan, counting, *checkpoint, caseDir.string(), options);
+  EXPECT_EQ(counting.allocations, 1u);
+  EXPECT_GE(one.reservedBytes(), size_t(plan::parameterBytes(*plan->plan().ranks()->Get(0))));
+
+  std::vector<int32_t> table{0};
+  runtime::ForwardBatch batch;
+  batch.addChunk({prompts[0].data(), 4}, 0, table, one.pageSize());
+  const sample::LogitAdjustment penalty{int32_t(prompts[0][0]), 1.3f, 0.0f};
+  sample::RowSampling row{};
+  row.num_adjustments = 1;
+  std::vector<sample::RowSample> results;
+  one.forwardSample(batch, {&row, 1}, {&penalty, 1}, results);
+  one.forwardSample(batch, {&row, 1}, {&penalty, 1}, results);
+  EXPECT_EQ(counting.allocations, 2u);  // the adjustments, once
+
+  counting.limit = one.reservedBytes() - 1;
+  try {
+    runtime::Executor tooBig(*plan, counting, *checkpoint, caseDir.string(), options);
+    FAIL() << "no error from a device without room for the reservation";
+  } catch (const std::runtime_error &error) {
+    EXPECT_NE(std::string(error.what()).find("the engine needs"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("out of device memory"), std::string::npos) << error.what();
+  }
 }
 
 // forwardSample picks from the forward's own logits: a greedy row with top
