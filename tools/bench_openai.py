@@ -68,6 +68,10 @@ async def one_request(url, headers, body, stats):
             if not event.startswith(b"data: ") or event == b"data: [DONE]":
                 continue
             data = json.loads(event[6:])
+            if "error" in data:  # the server ended the stream with an error
+                stats["errors"].append(json.dumps(data["error"]))
+                writer.close()
+                return
             now = time.perf_counter()
             if data.get("usage"):
                 tokens = data["usage"]["completion_tokens"]

@@ -76,7 +76,12 @@ class DeviceBuffer {
 public:
   DeviceBuffer(Backend &backend, size_t bytes)
       : backend_(backend), pointer_(backend.allocate(bytes > 0 ? bytes : 1)) {}
-  ~DeviceBuffer() { backend_.release(pointer_); }
+  ~DeviceBuffer() {
+    try {
+      backend_.release(pointer_);
+    } catch (const std::exception &) {  // after a sticky device error; must not throw here
+    }
+  }
   DeviceBuffer(const DeviceBuffer &) = delete;
   DeviceBuffer &operator=(const DeviceBuffer &) = delete;
   template <typename T = void> T *get() const { return static_cast<T *>(pointer_); }

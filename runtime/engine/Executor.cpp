@@ -343,11 +343,21 @@ void Executor::forwardSample(const ForwardBatch &batch, std::span<const sample::
   if (batch.numSeqs() > maxSeqs_)  // run() checks the rest of the batch
     reject("a forward takes 1 to " + std::to_string(maxSeqs_) + " sequences, got " +
            std::to_string(batch.numSeqs()));
-  for (const sample::RowSampling &row : rows)
-    if (row.first_adjustment < 0 || row.num_adjustments < 0 ||
-        size_t(row.first_adjustment) + size_t(row.num_adjustments) > adjustments.size() ||
+  // What the sampling kernel relies on: parameters in range (so some token
+  // keeps a positive weight), and each row's adjustments in range and in
+  // strictly increasing token order (one thread per logit).
+  for (const sample::RowSampling &row : rows) {
+    if (!(row.temperature >= 0) || !(row.min_p >= 0 && row.min_p <= 1) ||
+        (row.temperature > 0 && !(row.top_p > 0 && row.top_p <= 1)) || !(row.u >= 0 && row.u < 1) ||
         row.logprobs < 0 || row.logprobs > sample::kMaxTopLogprobs)
-      reject("a sampling row's adjustments or logprobs are out of range");
+      reject("a sampling row's parameters are out of range");
+    if (row.first_adjustment < 0 || row.num_adjustments < 0 ||
+        size_t(row.first_adjustment) + size_t(row.num_adjustments) > adjustments.size())
+      reject("a sampling row's adjustments are out of range");
+    for (int j = 1; j < row.num_adjustments; ++j)
+      if (adjustments[size_t(row.first_adjustment + j)].token <= adjustments[size_t(row.first_adjustment + j - 1)].token)
+        reject("a sampling row's adjustments are not in increasing token order");
+  }
   if (adjustments.size() > adjustmentCapacity_) {
     const size_t capacity = std::max(adjustments.size(), 2 * adjustmentCapacity_);
     if (memory_.adjustments)

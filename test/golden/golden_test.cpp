@@ -307,6 +307,16 @@ TEST_P(Golden, SamplingRowsFollowTheForwardsLogits) {
   sample::RowSampling pastTheEnd{};
   pastTheEnd.num_adjustments = 2;
   EXPECT_THROW(executor->forwardSample(batch, {&pastTheEnd, 1}, {&ban, 1}, results), runtime::BatchError);
+  sample::RowSampling noTemperature{};
+  noTemperature.temperature = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(executor->forwardSample(batch, {&noTemperature, 1}, {}, results), runtime::BatchError);
+  sample::RowSampling keepsNothing{};
+  keepsNothing.min_p = 1.5f;  // would drop even the best token
+  EXPECT_THROW(executor->forwardSample(batch, {&keepsNothing, 1}, {}, results), runtime::BatchError);
+  const sample::LogitAdjustment twice[] = {ban, ban};  // two threads would write one logit
+  sample::RowSampling duplicated{};
+  duplicated.num_adjustments = 2;
+  EXPECT_THROW(executor->forwardSample(batch, {&duplicated, 1}, twice, results), runtime::BatchError);
   for (int32_t page : table)
     pages->release(page);
 }

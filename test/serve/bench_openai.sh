@@ -14,6 +14,7 @@ server=
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 
 start() {  # start SERVER_ARGS...: runs llmrun serve, sets $server and $url
+  : > "$work/server.log"  # here, not in the background: the last server's URL must be gone
   "$llmrun" serve "$engine" --random-weights --backend cpu --port 0 "$@" 2> "$work/server.log" &
   server=$!
   for _ in $(seq 100); do

@@ -7,8 +7,10 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <new>
 #include <stdexcept>
+#include <vector>
 
 namespace llmc::runtime {
 namespace {
@@ -102,11 +104,21 @@ void CpuBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<v
 
 void CpuBackend::sample(float *logits, int64_t rows, int64_t cols, const sample::RowSampling *params,
                         const sample::LogitAdjustment *adjustments, sample::RowSample *out) {
+  // Pool tasks must not throw (sampleRow allocates): the first error is
+  // rethrown here.
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(rows));
   rowPool_.parallelFor(size_t(rows), [&](size_t r) {
-    const sample::RowSampling &row = params[r];
-    out[r] = sample::sampleRow({logits + r * size_t(cols), size_t(cols)}, row,
-                               {adjustments + row.first_adjustment, size_t(row.num_adjustments)});
+    try {
+      const sample::RowSampling &row = params[r];
+      out[r] = sample::sampleRow({logits + r * size_t(cols), size_t(cols)}, row,
+                                 {adjustments + row.first_adjustment, size_t(row.num_adjustments)});
+    } catch (...) {
+      errors[r] = std::current_exception();
+    }
   });
+  for (const std::exception_ptr &error : errors)
+    if (error)
+      std::rethrow_exception(error);
 }
 
 void CpuBackend::gemm(const GemmArgs &a) {

@@ -6,7 +6,6 @@
 #include "runtime/jit/Nvrtc.h"
 #include "runtime/support/Math.h"
 
-#include <limits>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -280,8 +279,8 @@ void CudaBackend::sample(float *logits, int64_t rows, int64_t cols, const sample
                          const sample::LogitAdjustment *adjustments, sample::RowSample *out) {
   if (rows <= 0)
     return;
-  if (!sampleRows_ || cols <= 0 || cols > std::numeric_limits<int32_t>::max())
-    throw std::logic_error("sample_rows needs loadKernels() and 1 to 2^31 - 1 columns");
+  if (!sampleRows_ || cols <= 0 || cols > (int64_t(1) << 30))  // the kernel indexes in int
+    throw std::logic_error("sample_rows needs loadKernels() and 1 to 2^30 columns");
   long long columns = cols;
   void *arguments[] = {&logits, &columns, &params, &adjustments, &out};
   driver_.check(driver_.cuLaunchKernel(sampleRows_, unsigned(rows), 1, 1, 1024, 1, 1, 0, stream_, arguments,
