@@ -21,6 +21,7 @@
 
 #ifdef LLMC_HAVE_NVRTC
 #include "runtime/jit/Nvrtc.h"
+#include "runtime/jit/RuntimeModules.h"
 #endif
 
 #include <chrono>
@@ -210,10 +211,15 @@ void compile(const CompileOptions &options, std::ostream &out, std::ostream &log
     printModule(*module, out);
 
   EmitOptions emitOptions{options.max_tokens_per_forward, options.max_seqs_per_forward, {}};
-  if (!options.archs.empty())
+  if (!options.archs.empty()) {
     emitOptions.precompile = [&](const std::vector<KernelSource> &kernels) {
       return precompileKernels(kernels, options.archs);
     };
+#ifdef LLMC_HAVE_NVRTC
+    for (const jit::ModuleSource &module : jit::runtimeModules())
+      emitOptions.runtime_modules.push_back({module.name, module.source, module.entry, module.options});
+#endif
+  }
   mlir::FailureOr<std::vector<uint8_t>> bytes = emitPlan(*module, emitOptions);
   if (mlir::failed(bytes))
     diagnostics.fail("plan emission failed");

@@ -52,7 +52,9 @@ std::string fusedName(const std::vector<std::string> &sources) {
   std::string name = sources[0].substr(0, prefix) + "{";
   for (size_t i = 0; i < sources.size(); ++i) {
     size_t end = sources[i].size() - std::min(suffix, sources[i].size() - prefix);
-    name += (i ? "," : "") + sources[i].substr(prefix, end - prefix);
+    if (i)
+      name += ',';
+    name.append(sources[i], prefix, end - prefix);
   }
   return name + "}" + sources[0].substr(sources[0].size() - std::min(suffix, sources[0].size() - prefix));
 }
@@ -93,8 +95,15 @@ public:
     for (exec::KernelOp kernel : kernelOps)
       sources.push_back(kernelSource(kernel));
     std::vector<std::vector<PrecompiledKernel>> binaries(sources.size());
-    if (options.precompile)
+    std::vector<fb::Offset<plan::RuntimeModule>> runtimeModules;
+    if (options.precompile) {
+      sources.insert(sources.end(), options.runtime_modules.begin(), options.runtime_modules.end());
       binaries = options.precompile(sources);
+      for (size_t j = kernelOps.size(); j < sources.size(); ++j)
+        runtimeModules.push_back(plan::CreateRuntimeModuleDirect(
+            fbb, sources[j].name.c_str(), sources[j].source.c_str(), sources[j].entry.c_str(),
+            strings(sources[j].options).get(), cubins(binaries[j]).get()));
+    }
     for (size_t i = 0; i < kernelOps.size(); ++i)
       emitKernel(kernelOps[i], sources[i], binaries[i]);
     if (failed(emitProgram(func)))
@@ -117,7 +126,8 @@ public:
     auto parallel = plan::CreateParallelLayout(fbb, 1, 1, 1);
     auto root = plan::CreatePlanDirect(fbb, plan::kSchemaMajor, plan::kSchemaMinor, kProducer, meta,
                                        parallel, kv, &kernels, &ranks,
-                                       options.max_tokens_per_forward, options.max_seqs_per_forward);
+                                       options.max_tokens_per_forward, options.max_seqs_per_forward,
+                                       runtimeModules.empty() ? nullptr : &runtimeModules);
     plan::FinishSizePrefixedPlanBuffer(fbb, root);
     return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   }
@@ -141,20 +151,33 @@ private:
       grid.emplace_back(dim.getTokens(), dim.getSeqs(), dim.getConstant(), dim.getDivisor());
     }
     std::vector<fb::Offset<fb::String>> entries = {fbb.CreateString(source.entry)};
-    std::vector<fb::Offset<fb::String>> compileOptions;
-    for (const std::string &option : source.options)
-      compileOptions.push_back(fbb.CreateString(option));
-    std::vector<fb::Offset<plan::Cubin>> cubins;
-    for (const PrecompiledKernel &binary : binaries) {
-      std::vector<uint8_t> data(binary.cubin.begin(), binary.cubin.end());
-      cubins.push_back(plan::CreateCubinDirect(fbb, binary.arch.c_str(), binary.lowered_name.c_str(), &data));
-    }
+    std::unique_ptr<std::vector<fb::Offset<fb::String>>> compileOptions = strings(source.options);
+    std::unique_ptr<std::vector<fb::Offset<plan::Cubin>>> binaryList = cubins(binaries);
     kernelIndex[kernel.getSymName()] = int32_t(kernels.size());
     kernels.push_back(plan::CreateKernelModuleDirect(
-        fbb, source.name.c_str(), source.source.c_str(), &entries, &compileOptions,
+        fbb, source.name.c_str(), source.source.c_str(), &entries, compileOptions.get(),
         kernel.getKernelTemplate().str().c_str(), &params, planDType(kernel.getDtype()), &grid,
-        int32_t(kernel.getBlock()), int32_t(kernel.getSharedBytes()), cubins.empty() ? nullptr : &cubins,
+        int32_t(kernel.getBlock()), int32_t(kernel.getSharedBytes()), binaryList.get(),
         int32_t(kernel.getMaxCluster())));
+  }
+
+  std::unique_ptr<std::vector<fb::Offset<fb::String>>> strings(const std::vector<std::string> &texts) {
+    auto out = std::make_unique<std::vector<fb::Offset<fb::String>>>();
+    for (const std::string &text : texts)
+      out->push_back(fbb.CreateString(text));
+    return out;
+  }
+
+  // The binaries as plan Cubins; null when there are none.
+  std::unique_ptr<std::vector<fb::Offset<plan::Cubin>>> cubins(const std::vector<PrecompiledKernel> &binaries) {
+    if (binaries.empty())
+      return nullptr;
+    auto out = std::make_unique<std::vector<fb::Offset<plan::Cubin>>>();
+    for (const PrecompiledKernel &binary : binaries) {
+      std::vector<uint8_t> data(binary.cubin.begin(), binary.cubin.end());
+      out->push_back(plan::CreateCubinDirect(fbb, binary.arch.c_str(), binary.lowered_name.c_str(), &data));
+    }
+    return out;
   }
 
   int32_t addBuffer(Value value, plan::BufferKind kind, const std::string &name, int32_t index,

@@ -24,9 +24,13 @@ struct PrecompiledKernel {
 struct EmitOptions {
   int64_t max_tokens_per_forward;
   int64_t max_seqs_per_forward;
-  /// When set, called once with every kernel module; returns each module's
-  /// binaries to store in the plan (llmc compile --arch).
+  /// When set, called once with every kernel module (the model's, then
+  /// runtime_modules); returns each module's binaries to store in the plan
+  /// (llmc compile --arch).
   std::function<std::vector<std::vector<PrecompiledKernel>>(const std::vector<KernelSource> &)> precompile;
+  /// The runtime's own modules (sampling), stored with their binaries when
+  /// precompiling, so that loading the plan compiles nothing.
+  std::vector<KernelSource> runtime_modules;
 };
 
 /// Serialises a module that went through the compile pipeline (exec kernels,

@@ -94,7 +94,27 @@ std::vector<ModuleBinary> compileModules(const plan::Plan &plan, const std::stri
         spec.options.push_back(option->str());
     specs.push_back(std::move(spec));
   }
-  specs.insert(specs.end(), extra.begin(), extra.end());
+  // A runtime module the plan carries a binary of (llmc compile --arch),
+  // compiled from exactly this source, entry and options, needs no JIT either.
+  for (const ModuleSource &module : extra) {
+    if (plan.runtime_modules())
+      for (const plan::RuntimeModule *stored : *plan.runtime_modules()) {
+        std::vector<std::string> options;
+        if (stored->options())
+          for (const auto *option : *stored->options())
+            options.push_back(option->str());
+        if (stored->name()->string_view() != module.name || stored->source()->string_view() != module.source ||
+            stored->entry()->string_view() != module.entry || options != module.options || !stored->cubins())
+          continue;
+        for (const plan::Cubin *cubin : *stored->cubins())
+          if (cubin->arch()->string_view() == arch) {
+            binaries[specs.size()] = {{cubin->data()->begin(), cubin->data()->end()},
+                                      cubin->lowered_name()->str(), true};
+            precompiled[specs.size()] = true;
+          }
+      }
+    specs.push_back(module);
+  }
   const std::string version = nvrtcVersion();
   auto cacheKey = [&](const ModuleSource &spec) {
     std::ostringstream key;

@@ -136,6 +136,12 @@ void checkSemantics(const Plan &plan, const std::string &source) {
   checkRange(source, plan.max_tokens_per_forward(), 16, kMaxDim, "max tokens per forward");
   checkRange(source, plan.max_seqs_per_forward(), 1, plan.max_tokens_per_forward(), "max sequences per forward");
 
+  auto checkCubins = [&](const flatbuffers::Vector<flatbuffers::Offset<Cubin>> *cubins) {
+    if (cubins)
+      for (const Cubin *cubin : *cubins)
+        if (!cubin->arch() || !cubin->lowered_name() || !cubin->data() || cubin->data()->size() == 0)
+          fail(source, "precompiled kernel lacks its arch, entry name or binary");
+  };
   const size_t numKernels = plan.kernels()->size();
   for (const KernelModule *kernel : *plan.kernels()) {
     if (!kernel->name() || !kernel->source() || !kernel->entries() ||
@@ -154,13 +160,16 @@ void checkSemantics(const Plan &plan, const std::string &source) {
                        "number of template parameters");
     for (int64_t param : *kernel->params())
       checkRange(source, param, 1, kMaxDim, "kernel template parameter");
-    if (kernel->cubins())
-      for (const Cubin *cubin : *kernel->cubins())
-        if (!cubin->arch() || !cubin->lowered_name() || !cubin->data() || cubin->data()->size() == 0)
-          fail(source, "precompiled kernel lacks its arch, entry name or binary");
+    checkCubins(kernel->cubins());
     checkRange(source, kernel->shared_bytes(), 0, 228 * 1024, "kernel shared memory");
     checkRange(source, kernel->max_cluster(), 1, 8, "kernel cluster size");
   }
+  if (plan.runtime_modules())
+    for (const RuntimeModule *module : *plan.runtime_modules()) {
+      if (!module->name() || !module->source() || !module->entry())
+        fail(source, "runtime module lacks its name, source or entry");
+      checkCubins(module->cubins());
+    }
 
   for (const RankProgram *rank : *plan.ranks()) {
     if (!rank->buffers() || !rank->steps() || !rank->outputs() || !rank->parameters())

@@ -14,7 +14,7 @@
 namespace llmc::plan {
 
 inline constexpr int kSchemaMajor = 1;
-inline constexpr int kSchemaMinor = 2;
+inline constexpr int kSchemaMinor = 3;
 
 class PlanError : public std::runtime_error {
 public:

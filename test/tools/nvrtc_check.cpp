@@ -4,11 +4,13 @@
 // compiled once.
 //
 // llmc-nvrtc-check --precompiled ENGINE_DIR: checks that the runtime's kernel
-// loading (jit::compileModules) takes every module of the plan from its
-// precompiled sm_90 binary, byte for byte, and compiles nothing.
+// loading (jit::compileModules, with the runtime's own modules as the CUDA
+// backend passes them) takes every module from the plan's precompiled sm_90
+// binary, byte for byte, and compiles nothing.
 
 #include "runtime/jit/KernelCache.h"
 #include "runtime/jit/Nvrtc.h"
+#include "runtime/jit/RuntimeModules.h"
 #include "runtime/plan/PlanFile.h"
 
 #include <cstring>
@@ -25,10 +27,15 @@ int checkPrecompiled(const char *engine) {
   const std::filesystem::path cache =
       std::filesystem::temp_directory_path() / ("llmc-nvrtc-check-" + std::to_string(getpid()));
   std::filesystem::remove_all(cache);
-  auto binaries = llmc::jit::compileModules(file.plan(), "sm_90", cache.string());
+  auto binaries = llmc::jit::compileModules(file.plan(), "sm_90", cache.string(), llmc::jit::runtimeModules());
+  const size_t planModules = file.plan().kernels()->size();
   int precompiled = 0;
   for (size_t i = 0; i < binaries.size(); ++i) {
-    const auto *cubins = file.plan().kernels()->Get(uint32_t(i))->cubins();
+    const auto *cubins = i < planModules
+                             ? file.plan().kernels()->Get(uint32_t(i))->cubins()
+                             : file.plan().runtime_modules()
+                                   ? file.plan().runtime_modules()->Get(uint32_t(i - planModules))->cubins()
+                                   : nullptr;
     const bool same = cubins && cubins->size() > 0 &&
                       binaries[i].cubin.size() == cubins->Get(0)->data()->size() &&
                       std::memcmp(binaries[i].cubin.data(), cubins->Get(0)->data()->data(),
@@ -36,10 +43,15 @@ int checkPrecompiled(const char *engine) {
     precompiled += same && binaries[i].from_cache;
   }
   const bool compiledNothing = !std::filesystem::exists(cache);
-  std::filesystem::remove_all(cache);
   std::cout << precompiled << " of " << binaries.size() << " modules taken precompiled for sm_90, "
             << (compiledNothing ? "nothing compiled" : "something was compiled") << "\n";
-  return precompiled == int(binaries.size()) && compiledNothing ? 0 : 1;
+  // A runtime whose sampling module differs from the one stored compiles its own.
+  std::vector<llmc::jit::ModuleSource> changed = llmc::jit::runtimeModules();
+  changed[0].source += "\n// another version\n";
+  const bool recompiled = !llmc::jit::compileModules(file.plan(), "sm_90", cache.string(), changed).back().from_cache;
+  std::filesystem::remove_all(cache);
+  std::cout << "a changed runtime module is " << (recompiled ? "compiled" : "taken precompiled") << "\n";
+  return precompiled == int(binaries.size()) && compiledNothing && recompiled ? 0 : 1;
 }
 
 } // namespace

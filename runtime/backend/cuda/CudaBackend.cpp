@@ -4,6 +4,7 @@
 
 #include "runtime/jit/KernelCache.h"
 #include "runtime/jit/Nvrtc.h"
+#include "runtime/jit/RuntimeModules.h"
 #include "runtime/support/Math.h"
 
 #include <stdexcept>
@@ -109,7 +110,7 @@ void CudaBackend::download(void *host, const void *device, size_t bytes) {
 
 void CudaBackend::loadKernels(const plan::Plan &plan) {
   std::vector<jit::ModuleBinary> binaries =
-      jit::compileModules(plan, arch_, jit::defaultCacheDir(), {runtimeModule()});
+      jit::compileModules(plan, arch_, jit::defaultCacheDir(), jit::runtimeModules());
   for (CUmodule module : modules_)  // kernels of a previously loaded plan
     driver_.check(driver_.cuModuleUnload(module), "cuModuleUnload");
   modules_.clear();
@@ -256,23 +257,6 @@ void CudaBackend::gemm(const GemmArgs &g) {
   checkBlas(cublasLtMatmul(blas_, p.desc, &alpha, g.weight, p.a, g.input, p.b, &beta, g.out, p.c,
                            g.out, p.c, &p.algo, blasWorkspace_, blasWorkspaceBytes_, stream_),
             "cublasLtMatmul");
-}
-
-namespace {
-
-// The runtime's own kernel and the header it includes, as files (name, text).
-const std::pair<std::string_view, std::string_view> kRuntimeKernelFiles[] = {
-#include "runtime_kernels.inc"
-};
-
-} // namespace
-
-jit::ModuleSource CudaBackend::runtimeModule() {
-  // NVRTC sees one source: the shared structs, then the kernel.
-  std::string source;
-  for (const auto &[name, text] : kRuntimeKernelFiles)
-    source.append("// ").append(name).append("\n").append(text);
-  return {"llmc_sample_rows", source, "sample_rows", {"-std=c++17"}};
 }
 
 void CudaBackend::sample(float *logits, int64_t rows, int64_t cols, const sample::RowSampling *params,

@@ -5,7 +5,6 @@
 
 #include "runtime/backend/Backend.h"
 #include "runtime/backend/cuda/CudaDriver.h"
-#include "runtime/jit/KernelCache.h"
 
 #include <cublasLt.h>
 
@@ -42,9 +41,6 @@ public:
   const cuda::Driver &driver() const { return driver_; }
   CUstream stream() const { return stream_; }
 
-  /// The runtime's own kernel module (sample_rows, model-agnostic): compiled
-  /// with the plan's modules by loadKernels(), and by the CI compile check.
-  static jit::ModuleSource runtimeModule();
   CUdevice device() const { return device_; }
   /// "sm_90" for an H100/H200.
   const std::string &arch() const { return arch_; }
