@@ -9,8 +9,9 @@ usage chunk at the end (stream_options.include_usage) counts its tokens.
 Standard library only (asyncio, one connection per request).
 
 usage: tools/bench_openai.py http://HOST:PORT [--num-requests N] [--input-len I]
-       [--output-len O] [--concurrency C] [--temperature T] [--top-p P]
-       [--max-token-id V] [--model NAME] [--api-key KEY] [--seed S]
+       [--output-len O] [--shared-prefix-len L] [--concurrency C | --request-rate R]
+       [--temperature T] [--top-p P] [--max-token-id V] [--model NAME]
+       [--api-key KEY] [--seed S]
 Prints output token throughput, TTFT and inter-token latency percentiles.
 """
 import argparse
@@ -74,7 +75,10 @@ async def one_request(url, headers, body, stats):
                 return
             now = time.perf_counter()
             if data.get("usage"):
-                tokens = data["usage"]["completion_tokens"]
+                usage = data["usage"]
+                tokens = usage["completion_tokens"]
+                stats["prompt"] += usage["prompt_tokens"]
+                stats["cached"] += (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
             if data.get("choices"):
                 if first is None:
                     first = now
@@ -93,7 +97,11 @@ async def main():
     parser.add_argument("--num-requests", type=int, default=256)
     parser.add_argument("--input-len", type=int, default=1000)
     parser.add_argument("--output-len", type=int, default=1000)
+    parser.add_argument("--shared-prefix-len", type=int, default=0,
+                        help="tokens every prompt starts with (before its input-len own tokens)")
     parser.add_argument("--concurrency", type=int, default=0, help="requests in flight at most (0: all)")
+    parser.add_argument("--request-rate", type=float, default=0.0,
+                        help="Poisson arrivals per second (0: all at once)")
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--max-token-id", type=int, default=30000, help="prompt ids are below it")
@@ -110,14 +118,23 @@ async def main():
         model = json.load(urllib.request.urlopen(request))["data"][0]["id"]
 
     rng = random.Random(args.seed)
-    bodies = [{"model": model, "prompt": [rng.randrange(100, args.max_token_id) for _ in range(args.input_len)],
+    prefix = [rng.randrange(100, args.max_token_id) for _ in range(args.shared_prefix_len)]
+    bodies = [{"model": model,
+               "prompt": prefix + [rng.randrange(100, args.max_token_id) for _ in range(args.input_len)],
                "max_tokens": args.output_len, "ignore_eos": True, "stream": True,
                "stream_options": {"include_usage": True}, "temperature": args.temperature,
                "top_p": args.top_p, "seed": i} for i in range(args.num_requests)]
-    stats = {"ttft": [], "itl": [], "latency": [], "tokens": 0, "errors": []}
+    stats = {"ttft": [], "itl": [], "latency": [], "tokens": 0, "prompt": 0, "cached": 0, "errors": []}
     limit = asyncio.Semaphore(args.concurrency or args.num_requests)
 
-    async def limited(body):
+    arrivals, at = [], 0.0  # seconds after the start
+    for _ in bodies:
+        arrivals.append(at)
+        if args.request_rate > 0:
+            at += rng.expovariate(args.request_rate)
+
+    async def limited(body, arrival):
+        await asyncio.sleep(arrival)
         async with limit:
             try:
                 await one_request(url, headers, body, stats)
@@ -125,11 +142,13 @@ async def main():
                 stats["errors"].append(repr(error))
 
     start = time.perf_counter()
-    await asyncio.gather(*(limited(body) for body in bodies))
+    await asyncio.gather(*(limited(body, arrival) for body, arrival in zip(bodies, arrivals)))
     duration = time.perf_counter() - start
-    print(f"bench_openai: {args.num_requests} requests, {args.input_len} input + {args.output_len} output "
-          f"tokens, temperature {args.temperature}, top-p {args.top_p}, "
-          f"{'concurrency ' + str(args.concurrency) if args.concurrency else 'all at once'}, {args.url}\n")
+    arrival = (f"concurrency {args.concurrency}" if args.concurrency else
+               f"Poisson arrivals at {args.request_rate} requests/s" if args.request_rate > 0 else "all at once")
+    prefix_text = f" (after a shared {args.shared_prefix_len}-token prefix)" if args.shared_prefix_len else ""
+    print(f"bench_openai: {args.num_requests} requests, {args.input_len}{prefix_text} input + {args.output_len} "
+          f"output tokens, temperature {args.temperature}, top-p {args.top_p}, {arrival}, {args.url}\n")
     print("| metric | value |\n| --- | --- |")
     print(f"| duration | {duration:.2f} s |")
     print(f"| completed / failed requests | {len(stats['latency'])} / {len(stats['errors'])} |")
@@ -138,6 +157,8 @@ async def main():
     print(f"| TTFT mean / p50 / p90 / p99 | {percentiles(stats['ttft'])} ms |")
     print(f"| inter-chunk latency mean / p50 / p90 / p99 | {percentiles(stats['itl'])} ms |")
     print(f"| request latency mean / p50 / p90 / p99 | {percentiles(stats['latency'])} ms |")
+    share = 100 * stats["cached"] / stats["prompt"] if stats["prompt"] else 0
+    print(f"| prompt tokens from the prefix cache | {stats['cached']} of {stats['prompt']} ({share:.1f}%) |")
     for error in stats["errors"][:5]:
         print("error:", error[:300], file=sys.stderr)
     return 1 if stats["errors"] else 0

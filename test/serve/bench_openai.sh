@@ -32,6 +32,12 @@ python3 "$here/../../tools/bench_openai.py" "$url" --num-requests 12 --input-len
 cat "$work/out.txt"
 grep -q '| completed / failed requests | 12 / 0 |' "$work/out.txt"
 grep -q '| output tokens | 108 |' "$work/out.txt"  # 12 x 9, counted by each stream's usage
+# Poisson arrivals behind a shared prefix: later requests find its pages cached.
+python3 "$here/../../tools/bench_openai.py" "$url" --num-requests 8 --shared-prefix-len 48 --input-len 4 \
+  --output-len 3 --request-rate 20 > "$work/prefix.txt"
+cat "$work/prefix.txt"
+grep -q '| completed / failed requests | 8 / 0 |' "$work/prefix.txt"
+grep -Eq '^\| prompt tokens from the prefix cache \| [1-9][0-9]* of 416 ' "$work/prefix.txt"
 kill "$server" && wait "$server" || true
 
 # An engine without tokenizer files streams an event per token all the same
