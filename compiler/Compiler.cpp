@@ -216,8 +216,7 @@ void compile(const CompileOptions &options, std::ostream &out, std::ostream &log
       return precompileKernels(kernels, options.archs);
     };
 #ifdef LLMC_HAVE_NVRTC
-    for (const jit::ModuleSource &module : jit::runtimeModules())
-      emitOptions.runtime_modules.push_back({module.name, module.source, module.entry, module.options});
+    emitOptions.runtime_modules = jit::runtimeModules();
 #endif
   }
   mlir::FailureOr<std::vector<uint8_t>> bytes = emitPlan(*module, emitOptions);

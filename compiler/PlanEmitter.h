@@ -1,6 +1,8 @@
 // exec module -> plan.llmp bytes.
 #pragma once
 
+#include "runtime/jit/KernelCache.h"
+
 #include "mlir/IR/BuiltinOps.h"
 
 #include <cstdint>
@@ -10,12 +12,10 @@
 
 namespace llmc {
 
-/// A kernel module's NVRTC input, and what ahead-of-time compilation of it
-/// for one architecture produced.
-struct KernelSource {
-  std::string name, source, entry;
-  std::vector<std::string> options;
-};
+/// A kernel module's NVRTC input (the runtime's own modules come in the same
+/// form), and what ahead-of-time compilation of it for one architecture
+/// produced.
+using KernelSource = jit::ModuleSource;
 struct PrecompiledKernel {
   std::string arch, lowered_name;
   std::vector<char> cubin;

@@ -78,41 +78,36 @@ std::vector<ModuleBinary> compileModules(const plan::Plan &plan, const std::stri
   const size_t count = plan.kernels()->size() + extra.size();
   std::vector<ModuleBinary> binaries(count);
   std::vector<bool> precompiled(count, false);
-  for (const plan::KernelModule *kernel : *plan.kernels()) {
-    // A binary the plan carries for this arch (llmc compile --arch) needs no JIT.
-    if (kernel->cubins())
-      for (const plan::Cubin *cubin : *kernel->cubins())
+  // A binary the plan carries for this arch (llmc compile --arch) needs no JIT.
+  auto takePrecompiled = [&](const flatbuffers::Vector<flatbuffers::Offset<plan::Cubin>> *cubins) {
+    if (cubins)
+      for (const plan::Cubin *cubin : *cubins)
         if (cubin->arch()->string_view() == arch) {
           binaries[specs.size()] = {{cubin->data()->begin(), cubin->data()->end()},
                                     cubin->lowered_name()->str(), true};
           precompiled[specs.size()] = true;
         }
-    ModuleSource spec{kernel->name()->str(), kernel->source()->str(),
-                      kernel->entries()->Get(0)->str(), {}};
-    if (kernel->options())
-      for (const auto *option : *kernel->options())
-        spec.options.push_back(option->str());
-    specs.push_back(std::move(spec));
+  };
+  auto optionsOf = [](const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>> *options) {
+    std::vector<std::string> out;
+    if (options)
+      for (const auto *option : *options)
+        out.push_back(option->str());
+    return out;
+  };
+  for (const plan::KernelModule *kernel : *plan.kernels()) {
+    takePrecompiled(kernel->cubins());
+    specs.push_back({kernel->name()->str(), kernel->source()->str(), kernel->entries()->Get(0)->str(),
+                     optionsOf(kernel->options())});
   }
-  // A runtime module the plan carries a binary of (llmc compile --arch),
-  // compiled from exactly this source, entry and options, needs no JIT either.
+  // A runtime module's stored binary counts only when it was compiled from
+  // exactly this source, entry and options.
   for (const ModuleSource &module : extra) {
     if (plan.runtime_modules())
-      for (const plan::RuntimeModule *stored : *plan.runtime_modules()) {
-        std::vector<std::string> options;
-        if (stored->options())
-          for (const auto *option : *stored->options())
-            options.push_back(option->str());
-        if (stored->name()->string_view() != module.name || stored->source()->string_view() != module.source ||
-            stored->entry()->string_view() != module.entry || options != module.options || !stored->cubins())
-          continue;
-        for (const plan::Cubin *cubin : *stored->cubins())
-          if (cubin->arch()->string_view() == arch) {
-            binaries[specs.size()] = {{cubin->data()->begin(), cubin->data()->end()},
-                                      cubin->lowered_name()->str(), true};
-            precompiled[specs.size()] = true;
-          }
-      }
+      for (const plan::RuntimeModule *stored : *plan.runtime_modules())
+        if (stored->name()->string_view() == module.name && stored->source()->string_view() == module.source &&
+            stored->entry()->string_view() == module.entry && optionsOf(stored->options()) == module.options)
+          takePrecompiled(stored->cubins());
     specs.push_back(module);
   }
   const std::string version = nvrtcVersion();

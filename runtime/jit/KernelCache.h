@@ -20,7 +20,7 @@ struct ModuleBinary {
 /// ~/.cache/llmc (the kernels/ subfolder holds the entries).
 std::string defaultCacheDir();
 
-/// A module that is not in a plan (the runtime's own kernels).
+/// A kernel module's NVRTC input (a plan's, or the runtime's own).
 struct ModuleSource {
   std::string name, source, entry;  // entry: the NVRTC name expression
   std::vector<std::string> options;
