@@ -46,9 +46,9 @@ protected:
     backend_->loadKernels(plan_->plan());
   }
 
-  // Samples `rows` (each V logits) on the backend, one step per entry of
-  // `samplers` (which prepare() the rows), and checks each result against a
-  // host Sampler made with the same parameters and seed.
+  // Samples `rows` (each V logits) on the backend `steps` times, each row
+  // prepared by a Sampler with params[row], and checks every result against
+  // a host Sampler made with the same parameters, seed and history.
   void expectSameAsHost(const std::vector<std::vector<float>> &rows,
                         const std::vector<SamplingParams> &params, int steps) {
     const size_t S = rows.size(), V = rows[0].size();
