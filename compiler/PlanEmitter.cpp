@@ -158,7 +158,7 @@ private:
         fbb, source.name.c_str(), source.source.c_str(), &entries, compileOptions.get(),
         kernel.getKernelTemplate().str().c_str(), &params, planDType(kernel.getDtype()), &grid,
         int32_t(kernel.getBlock()), int32_t(kernel.getSharedBytes()), binaryList.get(),
-        int32_t(kernel.getMaxCluster())));
+        int32_t(kernel.getMaxCluster()), /*waits_for_previous=*/true));  // every catalog kernel does
   }
 
   std::unique_ptr<std::vector<fb::Offset<fb::String>>> strings(const std::vector<std::string> &texts) {

@@ -10,6 +10,21 @@
 
 namespace llmc_kernels {
 
+// ---- programmatic dependent launch (sm_90) -----------------------------------
+
+// The CUDA backend launches kernels as programmatic dependents of the kernel
+// before them on the stream, so a kernel's blocks may start while that kernel
+// is still finishing. Every kernel calls this before it reads or writes any
+// memory that earlier kernels use: it waits until they have completed and
+// their writes are visible, then lets the next kernel start early in turn.
+// Without such a launch (or before sm_90) it does nothing.
+__device__ __forceinline__ void begin_after_previous_kernels() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // ---- dtype conversion (all arithmetic is fp32) ------------------------------
 
 __device__ __forceinline__ float to_float(float x) { return x; }

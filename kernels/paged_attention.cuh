@@ -702,6 +702,7 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
                     const int* qo_indptr, const int* kv_indptr, const int* kv_page_indices,
                     const int* kv_last_page_len, T* out, float scale, int sliding_window,
                     int num_tokens, int num_seqs) {
+  begin_after_previous_kernels();
   static_assert(NUM_HEADS % NUM_KV_HEADS == 0, "GQA needs NUM_HEADS % NUM_KV_HEADS == 0");
   constexpr int GROUP = NUM_HEADS / NUM_KV_HEADS;
   constexpr int TQ = paged_attention_tile_tokens(NUM_HEADS, NUM_KV_HEADS);

@@ -51,6 +51,12 @@ public:
   virtual void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
                       std::span<const plan::Scalar> scalars, const BatchShape &batch) = 0;
   virtual void gemm(const GemmArgs &args) = 0;
+  /// The GEMMs of one forward, in step order, for a batch shape the backend
+  /// will run often (a decode size). A backend with more than one GEMM kernel
+  /// times its kernels on these very calls (their weights, so from memory)
+  /// and keeps the fastest for each GEMM shape. Overwrites the outputs: call
+  /// only while no forward is in flight.
+  virtual void tuneGemms(std::span<const GemmArgs> gemms) {}
   /// Samples each of `rows` fp32 rows of logits[rows, cols] as
   /// runtime/sample/Sampler.h defines: row r by params[r] and its
   /// adjustments (applied to the logits in place), the result in out[r].

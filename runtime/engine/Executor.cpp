@@ -79,7 +79,7 @@ Executor::Executor(const plan::PlanFile &file, Backend &backend,
     : Executor(file, backend, options) {
   bindWeights(rank_, checkpoint, checkpoint_dir, backend_, weights_, options.load_progress);
   bindBuffers();
-  captureDecodeGraphs();
+  prepareDecode();
 }
 
 Executor::Executor(const plan::PlanFile &file, Backend &backend, uint64_t seed,
@@ -87,7 +87,7 @@ Executor::Executor(const plan::PlanFile &file, Backend &backend, uint64_t seed,
     : Executor(file, backend, options) {
   bindRandomWeights(rank_, seed, backend_, weights_);
   bindBuffers();
-  captureDecodeGraphs();
+  prepareDecode();
 }
 
 Executor::Executor(const plan::PlanFile &file, Backend &backend, const ExecutorOptions &options)
@@ -223,10 +223,23 @@ void Executor::bindBuffers() {
     throw std::invalid_argument("the plan has no fp32 logits output of [seqs, vocab]");
 }
 
+// Decode forwards run at the graph sizes (padded up to one), so the backend
+// picks its GEMM kernels for those row counts first, on the real weights.
 // Every pointer is fixed and only T and S vary, so a decode forward of a
 // given batch size is the same launch sequence each time: capture one per
 // size up front (nothing runs while capturing).
-void Executor::captureDecodeGraphs() {
+void Executor::prepareDecode() {
+  {
+    TimeInto timer{gemmTuningSeconds_};
+    std::vector<GemmArgs> gemms;
+    for (int64_t size : decodeGraphSizes(maxSeqs_)) {
+      gemms.clear();
+      for (const plan::Step *step : *rank_.steps())
+        if (const plan::Gemm *gemm = step->op_as_Gemm())
+          gemms.push_back(gemmArgs(*gemm, {size, size}));
+      backend_.tuneGemms(gemms);
+    }
+  }
   if (!graphs_)
     return;
   TimeInto timer{graphCaptureSeconds_};
@@ -314,15 +327,18 @@ void Executor::runSteps(const BatchShape &shape) {
                    launch->scalars()->size()};  // structs are stored inline
       backend_.launch(plan_, launch->kernel(), args, scalars, shape);
     } else if (const plan::Gemm *gemm = step->op_as_Gemm()) {
-      const plan::Buffer &input = *rank_.buffers()->Get(gemm->input());
-      const plan::Buffer &out = *rank_.buffers()->Get(gemm->out());
-      backend_.gemm({buffers_[size_t(gemm->input())], buffers_[size_t(gemm->weight())],
-                     gemm->bias() >= 0 ? buffers_[size_t(gemm->bias())] : nullptr,
-                     buffers_[size_t(gemm->out())],
-                     input.rows() == plan::RowCount::seqs ? shape.num_seqs : shape.num_tokens,
-                     gemm->n(), gemm->k(), input.dtype(), out.dtype()});
+      backend_.gemm(gemmArgs(*gemm, shape));
     }
   }
+}
+
+GemmArgs Executor::gemmArgs(const plan::Gemm &gemm, const BatchShape &shape) const {
+  const plan::Buffer &input = *rank_.buffers()->Get(gemm.input());
+  const plan::Buffer &out = *rank_.buffers()->Get(gemm.out());
+  return {buffers_[size_t(gemm.input())], buffers_[size_t(gemm.weight())],
+          gemm.bias() >= 0 ? buffers_[size_t(gemm.bias())] : nullptr, buffers_[size_t(gemm.out())],
+          input.rows() == plan::RowCount::seqs ? shape.num_seqs : shape.num_tokens, gemm.n(), gemm.k(),
+          input.dtype(), out.dtype()};
 }
 
 

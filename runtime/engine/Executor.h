@@ -103,6 +103,8 @@ public:
   double forwardSeconds() const { return forwardSeconds_; }
   /// Wall time the start-up graph captures took (0 without graphs).
   double graphCaptureSeconds() const { return graphCaptureSeconds_; }
+  /// Wall time the backend took at start-up to pick its GEMM kernels.
+  double gemmTuningSeconds() const { return gemmTuningSeconds_; }
   /// Bytes of the device reservation made at construction.
   size_t reservedBytes() const { return reservedBytes_; }
 
@@ -114,7 +116,8 @@ private:
   void reserve();
   /// Uploads the constants and resolves every plan buffer to its pointer.
   void bindBuffers();
-  void captureDecodeGraphs();
+  void prepareDecode();
+  GemmArgs gemmArgs(const plan::Gemm &gemm, const BatchShape &shape) const;
 
   /// Everything the executor owns on the device, released on destruction
   /// (also when the constructor throws half-way): the reservation, and the
@@ -151,7 +154,7 @@ private:
   bool graphs_ = true;
   std::map<int64_t, void *> decodeGraphs_;  // batch size -> captured decode forward
   int32_t scratchPage_ = 0;  // the KV page past the cache that padding sequences write
-  double forwardSeconds_ = 0, graphCaptureSeconds_ = 0;
+  double forwardSeconds_ = 0, graphCaptureSeconds_ = 0, gemmTuningSeconds_ = 0;
 };
 
 } // namespace llmc::runtime

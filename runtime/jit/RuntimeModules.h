@@ -1,6 +1,6 @@
-// The runtime's own kernel modules: model-agnostic (sampling), loaded with
-// every plan's kernels by the CUDA backend, and precompiled into the plan by
-// `llmc compile --arch` like the model's.
+// The runtime's own kernel modules: model-agnostic (sampling, the decode
+// GEMV), loaded with every plan's kernels by the CUDA backend, and
+// precompiled into the plan by `llmc compile --arch` like the model's.
 #pragma once
 
 #include "runtime/jit/KernelCache.h"
@@ -9,8 +9,12 @@
 
 namespace llmc::jit {
 
-/// runtime/backend/cuda/sample_rows.cu after runtime/sample/RowSampling.h,
-/// entry `sample_rows`.
+/// Positions in runtimeModules().
+enum RuntimeModule : size_t { kSampleRowsModule = 0, kGemvModule = 1, kNumRuntimeModules = 2 };
+
+/// runtime/backend/cuda/sample_rows.cu after runtime/sample/RowSampling.h
+/// (entry `sample_rows`), then runtime/backend/cuda/gemv.cu after
+/// kernels/common.cuh and GemvShape.h (entry `gemv_rows`).
 std::vector<ModuleSource> runtimeModules();
 
 } // namespace llmc::jit

@@ -14,7 +14,7 @@
 namespace llmc::plan {
 
 inline constexpr int kSchemaMajor = 1;
-inline constexpr int kSchemaMinor = 3;
+inline constexpr int kSchemaMinor = 4;
 
 class PlanError : public std::runtime_error {
 public:

@@ -11,9 +11,10 @@ Runs the prebuilt llmrun (--backend cuda) on engines compiled here
     top-1 agreement >= 99%, greedy 64-token continuations identical for at
     least 9 of 10 prompts, ragged batch and chunked prefill equal to single
     runs,
-  * the device sampler (build/test/backend_sample_test on the CUDA backend):
-    every row of every filter, penalty and special value gives the host
-    Sampler's token, logprob and top logprobs.
+  * build/test/backend_test on the CUDA backend: the device sampler gives
+    every row of every filter, penalty and special value the host Sampler's
+    token, logprob and top logprobs; GEMMs through the decode GEMV and through
+    cuBLASLt meet fp64 sums of the same 16-bit values.
 Prints one table of pass/fail per case.
 usage: python3 test/gpu/check.py LLMRUN ENGINES_DIR WORK_DIR
 """
@@ -160,22 +161,22 @@ def shaped(case, seed=0):
         rel_l2(logits[0], single) <= 1e-3)
 
 
-def device_sampling():
-    test = os.path.join(os.path.dirname(LLMRUN), "..", "test", "backend_sample_test")
+def backend_test(case, check, gtest_filter):
+    test = os.path.join(os.path.dirname(LLMRUN), "..", "test", "backend_test")
     env = dict(os.environ, LLMC_TEST_BACKEND="cuda",
                LLMC_TEST_ENGINE=os.path.join(ENGINES, "llama_gqa_rope3"))
-    done = subprocess.run([test], capture_output=True, text=True, env=env)
+    done = subprocess.run([test, "--gtest_filter=" + gtest_filter], capture_output=True, text=True, env=env)
     last = [line for line in done.stdout.splitlines() if "PASSED" in line or "FAILED" in line]
     if done.returncode != 0:
         print(done.stdout[-4000:], done.stderr[-2000:])
-    row("sampling", "device rows == host Sampler", last[0].strip() if last else "no result",
-        done.returncode == 0)
+    row(case, check, last[0].strip() if last else "no result", done.returncode == 0)
 
 
 def main():
     os.makedirs(WORK, exist_ok=True)
     print(torch.cuda.get_device_name(0), torch.__version__, flush=True)
-    device_sampling()
+    backend_test("sampling", "device rows == host Sampler", "BackendSample.*")
+    backend_test("gemm", "GEMV, cuBLASLt == fp64 sums", "BackendGemm.*:GemvShape.*")
     for case in sorted(os.listdir(os.path.join(ROOT, "test/golden/cases"))):
         golden(case)
     for case in sorted(os.listdir(os.path.join(ROOT, "test/gpu/configs"))):

@@ -47,8 +47,10 @@ int checkPrecompiled(const char *engine) {
             << (compiledNothing ? "nothing compiled" : "something was compiled") << "\n";
   // A runtime whose sampling module differs from the one stored compiles its own.
   std::vector<llmc::jit::ModuleSource> changed = llmc::jit::runtimeModules();
-  changed[0].source += "\n// another version\n";
-  const bool recompiled = !llmc::jit::compileModules(file.plan(), "sm_90", cache.string(), changed).back().from_cache;
+  changed[llmc::jit::kSampleRowsModule].source += "\n// another version\n";
+  const bool recompiled = !llmc::jit::compileModules(file.plan(), "sm_90", cache.string(), changed)
+                               .at(planModules + llmc::jit::kSampleRowsModule)
+                               .from_cache;
   std::filesystem::remove_all(cache);
   std::cout << "a changed runtime module is " << (recompiled ? "compiled" : "taken precompiled") << "\n";
   return precompiled == int(binaries.size()) && compiledNothing && recompiled ? 0 : 1;

@@ -18,6 +18,19 @@ LaunchShape launch(const char *name, std::vector<int64_t> params) {
   return kernel->launch(params);
 }
 
+// The plan marks every catalog kernel waits_for_previous, and the CUDA
+// backend then launches it before the previous kernel has finished: each
+// kernel must wait first thing (kernels/common.cuh).
+TEST(KernelGeometry, EveryKernelWaitsForThePreviousOne) {
+  for (const llmc::kernels::KernelTemplate &kernel : llmc::kernels::allTemplates()) {
+    const std::string_view text = llmc::kernels::embeddedFile(std::string(kernel.name) + ".cuh");
+    const size_t entry = text.find("__global__");
+    ASSERT_NE(entry, std::string_view::npos) << kernel.name;
+    const std::string_view firstStatement = "{\n  begin_after_previous_kernels();\n";
+    EXPECT_EQ(text.substr(text.find("{\n", entry), firstStatement.size()), firstStatement) << kernel.name;
+  }
+}
+
 TEST(KernelGeometry, SymExprEvaluatesCeilingDivision) {
   llmc_kernels::SymExpr e{3, 2, 1, 4};
   EXPECT_EQ(e.eval(5, 1), 5);  // ceil((15 + 2 + 1) / 4)

@@ -16,12 +16,15 @@
 #include "runtime/weights/safetensors.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <random>
+#include <memory>
 #include <set>
+#include <tuple>
 
 namespace llmc {
 namespace {
@@ -119,6 +122,7 @@ int runBench(const BenchOptions &o) {
   start = Clock::now();
   runtime::CudaBackend backend;
   const double backendMs = millisecondsSince(start);
+  backend.setDependentLaunches(o.dependent_launch);
   const TemporaryDirectory cache{(std::filesystem::temp_directory_path() /
                                  ("llmc-bench-jit-" + std::to_string(getpid()))).string()};
   const std::string &cacheDir = cache.path;
@@ -150,6 +154,7 @@ int runBench(const BenchOptions &o) {
   backend.synchronize();
   const double loadMs = millisecondsSince(start);
   const double captureMs = executor->graphCaptureSeconds() * 1e3;
+  const double tuningMs = executor->gemmTuningSeconds() * 1e3;
 
   // The first token: one 16-token prompt, right after the load.
   runtime::BlockManager pages(int32_t(options.kv_pages));
@@ -181,13 +186,25 @@ int runBench(const BenchOptions &o) {
               bandwidth, gemmRate);
   std::printf("KV cache: %lld pages of %lld tokens (%.1f GB)\n", (long long)options.kv_pages,
               (long long)kv.page_size(), double(options.kv_pages * kv.page_size() * kvBytesPerToken) / 1e9);
+  std::printf("kernels launched as programmatic dependents: %s\n", o.dependent_launch ? "yes" : "no");
   std::printf("\ncold start: plan load %.1f ms, CUDA context %.0f ms, JIT empty cache %.0f ms, JIT "
-              "warm cache %.0f ms, weight load (%s, warm JIT included) %.0f ms, graph capture (%zu "
-              "decode sizes) %.0f ms, first 16-token prompt %.0f ms: %.2f s to the first token with a "
-              "warm JIT cache\n\n",
+              "warm cache %.0f ms, weight load (%s, warm JIT included) %.0f ms, GEMM kernel choice %.0f ms, "
+              "graph capture (%zu decode sizes) %.0f ms, first 16-token prompt %.0f ms: %.2f s to the first "
+              "token with a warm JIT cache\n",
               planMs, backendMs, jitColdMs, jitWarmMs, o.weights.empty() ? "random" : "checkpoint",
-              loadMs - captureMs, runtime::decodeGraphSizes(executor->maxSeqsPerForward()).size(),
-              captureMs, firstTokenMs, (planMs + backendMs + loadMs + firstTokenMs) / 1e3);
+              loadMs - captureMs - tuningMs, tuningMs,
+              runtime::decodeGraphSizes(executor->maxSeqsPerForward()).size(), captureMs, firstTokenMs,
+              (planMs + backendMs + loadMs + firstTokenMs) / 1e3);
+  // What the start-up tuning measured on the engine's own GEMMs (each shape
+  // over all of its layers) and picked.
+  std::printf("\n| decode GEMM picked at start-up (rows x n x k) | cuBLASLt ms | GEMV ms | picked |\n"
+              "| --- | --- | --- | --- |\n");
+  for (const auto &[shape, choice] : backend.gemmChoices())
+    std::printf("| %lld x %lld x %lld%s | %.3f | %.3f | %s |\n", (long long)std::get<0>(shape),
+                (long long)std::get<1>(shape), (long long)std::get<2>(shape), std::get<5>(shape) ? " + bias" : "",
+                choice.cublasLtMs, choice.gemvMs,
+                choice.kernel == runtime::CudaBackend::GemmKernel::gemv ? "GEMV" : "cuBLASLt");
+  std::printf("\n");
   std::vector<float> logits;
 
   // Prefill: B sequences of L tokens in one forward.
@@ -276,6 +293,55 @@ int runBench(const BenchOptions &o) {
       const double boundMs = bytes / (bandwidth * 1e9) * 1e3;
       std::printf("| %lld | %lld | %.2f | %.0f | %.2f | %.0f%% |\n", (long long)batch, (long long)context, ms,
                   double(batch) / (ms * 1e-3), boundMs, 100.0 * boundMs / ms);
+    }
+  }
+
+  // Decode GEMMs alone: each distinct GEMM of the plan at 1, 4 and 8 rows
+  // through cuBLASLt and through the runtime's GEMV, as a fraction of the
+  // read bandwidth. The weights rotate over copies that together exceed the
+  // L2 many times, so every call reads them from memory, as a decode step does.
+  std::printf("\n| decode GEMM (n x k) | rows | cuBLASLt us | GEMV us | cuBLASLt of bandwidth | GEMV of bandwidth |\n"
+              "| --- | --- | --- | --- | --- | --- |\n");
+  std::set<std::tuple<int64_t, int64_t, bool, int>> gemmShapes;
+  for (const plan::Step *step : *p.ranks()->Get(0)->steps())
+    if (const plan::Gemm *gemm = step->op_as_Gemm()) {
+      const plan::Buffer &out = *p.ranks()->Get(0)->buffers()->Get(uint32_t(gemm->out()));
+      gemmShapes.emplace(gemm->n(), gemm->k(), gemm->bias() >= 0, int(out.dtype()));
+    }
+  for (auto [n, k, hasBias, outType] : gemmShapes) {
+    const size_t weightBytes = size_t(n * k) * plan::dtypeBytes(model.dtype());
+    const int copies = int(std::max<int64_t>(2, ceilDiv(int64_t(1) << 30, int64_t(weightBytes))));
+    std::vector<uint16_t> host(weightBytes / 2);
+    std::uniform_int_distribution<int> bits(0x3c00, 0x3e00);  // small positive bf16/f16 values
+    for (uint16_t &value : host)
+      value = uint16_t(bits(engine));
+    std::vector<std::unique_ptr<runtime::DeviceBuffer>> weightCopies;
+    for (int c = 0; c < copies; ++c) {
+      weightCopies.push_back(std::make_unique<runtime::DeviceBuffer>(backend, weightBytes));
+      backend.upload(weightCopies.back()->get(), host.data(), weightBytes);
+    }
+    runtime::DeviceBuffer input(backend, size_t(8 * k) * 2), bias(backend, size_t(n) * 2),
+        out(backend, size_t(8 * n) * 4);
+    backend.upload(input.get(), host.data(), size_t(8 * k) * 2);
+    backend.upload(bias.get(), host.data(), size_t(n) * 2);
+    for (int64_t rows : {1, 4, 8}) {
+      auto args = [&](int copy) {
+        return runtime::GemmArgs{input.get(), weightCopies[size_t(copy)]->get(), hasBias ? bias.get() : nullptr,
+                                 out.get(), rows, n, k, model.dtype(), plan::DType(outType)};
+      };
+      double us[2] = {NAN, NAN};  // cuBLASLt, GEMV (where it takes the GEMM)
+      for (auto kernel : {runtime::CudaBackend::GemmKernel::cublasLt, runtime::CudaBackend::GemmKernel::gemv}) {
+        if (kernel == runtime::CudaBackend::GemmKernel::gemv && !runtime::CudaBackend::gemvTakes(args(0)))
+          continue;
+        us[int(kernel)] = 1e3 * runtime::cuda::medianMilliseconds(backend, o.repeats, [&] {
+          for (int c = 0; c < copies; ++c)
+            backend.gemm(args(c), kernel);
+        }) / copies;
+      }
+      const double boundUs = double(weightBytes) / (bandwidth * 1e9) * 1e6;
+      std::printf("| %lld x %lld%s | %lld | %.1f | %.1f | %.0f%% | %.0f%% |\n", (long long)n, (long long)k,
+                  hasBias ? " + bias" : "", (long long)rows, us[0], us[1], 100.0 * boundUs / us[0],
+                  100.0 * boundUs / us[1]);
     }
   }
 

@@ -14,6 +14,7 @@ struct BenchOptions {
   std::vector<int64_t> contexts{512, 4096};
   int repeats = 10;
   double memory_fraction = 0.9;  // of free GPU memory for weights, workspace and KV
+  bool dependent_launch = true;  // kernels start while the previous one finishes (sm_90)
 };
 
 /// Prints the benchmark tables; throws on failure.

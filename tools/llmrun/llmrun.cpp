@@ -299,6 +299,8 @@ int main(int argc, char **argv) {
   benchCommand->add_option("--batch-sizes", bench.batches, "Decode batch sizes")->delimiter(',');
   benchCommand->add_option("--contexts", bench.contexts, "Decode context lengths")->delimiter(',');
   benchCommand->add_option("--repeats", bench.repeats, "Timed repeats per figure")->capture_default_str();
+  benchCommand->add_flag("!--no-dependent-launch", bench.dependent_launch,
+                         "Launch each kernel only after the previous one has finished (for comparison)");
 
   BenchServeOptions benchServe;
   bool benchServeRandom = false, benchServeNoCache = false;

@@ -1,4 +1,6 @@
 #include "runtime/backend/cuda/CudaBackend.h"
+#include "runtime/backend/cuda/GemvShape.h"
+#include "runtime/backend/cuda/Probes.h"
 
 #include "kernels/geometry.h"
 
@@ -33,6 +35,10 @@ cudaDataType_t blasType(plan::DType dtype) {
 
 CUdeviceptr devicePointer(const void *pointer) { return reinterpret_cast<CUdeviceptr>(pointer); }
 
+CudaBackend::GemmShape shapeOf(const GemmArgs &g) {
+  return {g.rows, g.n, g.k, int(g.input_dtype), int(g.out_dtype), g.bias != nullptr};
+}
+
 } // namespace
 
 CudaBackend::CudaBackend(int device) : driver_(cuda::Driver::get()) {
@@ -48,7 +54,7 @@ CudaBackend::CudaBackend(int device) : driver_(cuda::Driver::get()) {
   driver_.check(driver_.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device_),
                 "cuDeviceGetAttribute");
   arch_ = "sm_" + std::to_string(major * 10 + minor);
-  clusters_ = major >= 9;
+  clusters_ = dependentLaunches_ = major >= 9;
   driver_.check(driver_.cuDeviceGetAttribute(&multiprocessors_, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device_),
                 "cuDeviceGetAttribute");
   driver_.check(driver_.cuDevicePrimaryCtxRetain(&context_, device_), "cuDevicePrimaryCtxRetain");
@@ -115,21 +121,22 @@ void CudaBackend::loadKernels(const plan::Plan &plan) {
     driver_.check(driver_.cuModuleUnload(module), "cuModuleUnload");
   modules_.clear();
   functions_.clear();
-  sampleRows_ = nullptr;
-  const jit::ModuleBinary &sampling = binaries.back();
-  CUmodule samplingModule = nullptr;
-  driver_.check(driver_.cuModuleLoadData(&samplingModule, sampling.cubin.data()), "cuModuleLoadData");
-  modules_.push_back(samplingModule);
-  driver_.check(driver_.cuModuleGetFunction(&sampleRows_, samplingModule, sampling.lowered_name.c_str()),
-                "cuModuleGetFunction");
-  binaries.pop_back();
-  for (size_t i = 0; i < binaries.size(); ++i) {
+  // The runtime's modules come after the plan's.
+  const size_t planModules = binaries.size() - jit::kNumRuntimeModules;
+  auto loadFunction = [&](const jit::ModuleBinary &binary) {
     CUmodule module = nullptr;
-    driver_.check(driver_.cuModuleLoadData(&module, binaries[i].cubin.data()), "cuModuleLoadData");
+    driver_.check(driver_.cuModuleLoadData(&module, binary.cubin.data()), "cuModuleLoadData");
     modules_.push_back(module);
     CUfunction function = nullptr;
-    driver_.check(driver_.cuModuleGetFunction(&function, module, binaries[i].lowered_name.c_str()),
+    driver_.check(driver_.cuModuleGetFunction(&function, module, binary.lowered_name.c_str()),
                   "cuModuleGetFunction");
+    return function;
+  };
+  sampleRows_ = loadFunction(binaries[planModules + jit::kSampleRowsModule]);
+  gemvRows_ = loadFunction(binaries[planModules + jit::kGemvModule]);
+  binaries.resize(planModules);
+  for (size_t i = 0; i < binaries.size(); ++i) {
+    CUfunction function = loadFunction(binaries[i]);
     const plan::KernelModule &kernel = *plan.kernels()->Get(uint32_t(i));
     if (kernel.shared_bytes() > 48 * 1024)
       driver_.check(driver_.cuFuncSetAttribute(function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -137,6 +144,18 @@ void CudaBackend::loadKernels(const plan::Plan &plan) {
                     "cuFuncSetAttribute");
     functions_.push_back(function);
   }
+}
+
+// Lets the kernel start while the previous kernel on the stream finishes
+// (programmatic dependent launch, sm_90): every kernel the backend launches
+// this way first waits in kernels/common.cuh's begin_after_previous_kernels()
+// (the GEMV after loading its first weights). config.attrs must have room.
+void CudaBackend::addDependentLaunch(CUlaunchConfig &config) const {
+  if (!dependentLaunches_)
+    return;
+  CUlaunchAttribute &attribute = config.attrs[config.numAttrs++];
+  attribute.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+  attribute.value.programmaticStreamSerializationAllowed = 1;
 }
 
 void CudaBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<void *const> buffers,
@@ -183,16 +202,18 @@ void CudaBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<
   config.blockDimY = config.blockDimZ = 1;
   config.sharedMemBytes = unsigned(kernel.shared_bytes());
   config.hStream = stream_;
-  CUlaunchAttribute cluster{};
+  CUlaunchAttribute attributes[2]{};
+  config.attrs = attributes;
+  if (kernel.waits_for_previous())  // plans before schema 1.4: their kernels do not wait
+    addDependentLaunch(config);
   if (kernel.max_cluster() > 1 && clusters_) {
     const int blocks = llmc_kernels::cluster_blocks(int64_t(grid[0]) * grid[1] * grid[2],
                                                     kernel.max_cluster(), multiprocessors_);
+    CUlaunchAttribute &cluster = attributes[config.numAttrs++];
     cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
     cluster.value.clusterDim.x = unsigned(blocks);
     cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
     config.gridDimX *= unsigned(blocks);
-    config.attrs = &cluster;
-    config.numAttrs = 1;
   }
   driver_.check(driver_.cuLaunchKernelEx(&config, functions_.at(size_t(kernelIndex)), params, nullptr),
                 kernel.name()->c_str());
@@ -202,7 +223,7 @@ void CudaBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<
 // out^T (n x rows) = w^T^T ... i.e. C(n x rows) = op(W)(n x k) * IN(k x rows)
 // with W stored k x n (transposed) and IN stored k x rows.
 const CudaBackend::GemmPlan &CudaBackend::gemmPlan(const GemmArgs &g) {
-  auto key = std::make_tuple(g.rows, g.n, g.k, int(g.input_dtype), int(g.out_dtype), g.bias != nullptr);
+  const GemmShape key = shapeOf(g);
   auto it = gemmPlans_.find(key);
   if (it != gemmPlans_.end())
     return it->second;
@@ -245,9 +266,62 @@ const CudaBackend::GemmPlan &CudaBackend::gemmPlan(const GemmArgs &g) {
   return gemmPlans_.emplace(key, p).first->second;
 }
 
+bool CudaBackend::gemvTakes(const GemmArgs &g) {
+  const bool inputs = g.input_dtype == plan::DType::bf16 || g.input_dtype == plan::DType::f16;
+  const bool output = g.out_dtype == g.input_dtype || g.out_dtype == plan::DType::f32;
+  const bool aligned = (reinterpret_cast<uintptr_t>(g.input) | reinterpret_cast<uintptr_t>(g.weight)) % 16 == 0;
+  return inputs && output && gemv::takes(g.rows, g.n, g.k, aligned);
+}
+
 void CudaBackend::gemm(const GemmArgs &g) {
+  auto choice = gemmChoices_.find(shapeOf(g));
+  const bool gemv = choice != gemmChoices_.end() && choice->second.kernel == GemmKernel::gemv && gemvTakes(g);
+  gemm(g, gemv ? GemmKernel::gemv : GemmKernel::cublasLt);
+}
+
+// Each shape the GEMV takes is timed through both kernels over all of its
+// calls in the forward (one per layer: together far larger than the L2, as
+// in a real forward), median of 3 after a warm-up.
+void CudaBackend::tuneGemms(std::span<const GemmArgs> gemms) {
+  std::map<GemmShape, std::vector<GemmArgs>> calls;
+  for (const GemmArgs &g : gemms)
+    if (gemvTakes(g))
+      calls[shapeOf(g)].push_back(g);
+  for (const auto &[shape, list] : calls) {
+    double ms[2];
+    for (GemmKernel kernel : {GemmKernel::cublasLt, GemmKernel::gemv})
+      ms[int(kernel)] = cuda::medianMilliseconds(*this, 3, [&] {
+        for (const GemmArgs &g : list)
+          gemm(g, kernel);
+      });
+    gemmChoices_[shape] = {ms[1] < ms[0] ? GemmKernel::gemv : GemmKernel::cublasLt, ms[0], ms[1]};
+  }
+}
+
+void CudaBackend::gemm(const GemmArgs &g, GemmKernel kernel) {
   if (g.rows == 0)
     return;
+  if (kernel == GemmKernel::gemv) {
+    if (!gemvRows_ || !gemvTakes(g))
+      throw std::logic_error("gemv_rows needs loadKernels() and a GEMM it takes (gemv::takes)");
+    const int flags = (g.input_dtype == plan::DType::f16 ? gemv::kHalfInputs : 0) |
+                      (g.out_dtype == plan::DType::f32 ? gemv::kFloatOutput : 0);
+    int rows = int(g.rows), n = int(g.n), k = int(g.k);
+    const void *input = g.input, *weight = g.weight, *bias = g.bias;
+    void *out = g.out;
+    void *arguments[] = {&input, &weight, &bias, &out, &rows, &n, &k, const_cast<int *>(&flags)};
+    CUlaunchAttribute attributes[1]{};
+    CUlaunchConfig config{};
+    config.gridDimX = unsigned(gemv::gridBlocks(g.n, multiprocessors_));
+    config.gridDimY = config.gridDimZ = 1;
+    config.blockDimX = gemv::kThreads;
+    config.blockDimY = config.blockDimZ = 1;
+    config.hStream = stream_;
+    config.attrs = attributes;
+    addDependentLaunch(config);
+    driver_.check(driver_.cuLaunchKernelEx(&config, gemvRows_, arguments, nullptr), "gemv_rows");
+    return;
+  }
   const GemmPlan &p = gemmPlan(g);
   if (g.bias)
     checkBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,

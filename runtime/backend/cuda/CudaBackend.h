@@ -1,6 +1,8 @@
 // The CUDA backend: one GPU, one stream; kernels JIT-compiled with NVRTC
-// (runtime/jit, disk-cached) and launched through the driver API; GEMMs
-// through cuBLASLt with cached heuristics.
+// (runtime/jit, disk-cached) and launched through the driver API, each as a
+// programmatic dependent of the one before; GEMMs of up to 8 rows (decode)
+// through the runtime's GEMV, larger ones through cuBLASLt with cached
+// heuristics.
 #pragma once
 
 #include "runtime/backend/Backend.h"
@@ -28,7 +30,26 @@ public:
   void loadKernels(const plan::Plan &plan) override;
   void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
               std::span<const plan::Scalar> scalars, const BatchShape &batch) override;
+  /// Through the kernel tuneGemms() picked for the GEMM's shape (cuBLASLt
+  /// for a shape it did not see).
   void gemm(const GemmArgs &args) override;
+  void tuneGemms(std::span<const GemmArgs> gemms) override;
+  enum class GemmKernel { cublasLt, gemv };
+  /// A GEMM through the given kernel (gemv only where gemvTakes(args)):
+  /// for benchmarks and tests comparing them.
+  void gemm(const GemmArgs &args, GemmKernel kernel);
+  /// Whether the GEMV computes `args` (dtypes, rows, alignment).
+  static bool gemvTakes(const GemmArgs &args);
+  /// rows, n, k, input dtype, output dtype, bias.
+  using GemmShape = std::tuple<int64_t, int64_t, int64_t, int, int, bool>;
+  struct GemmChoice {
+    GemmKernel kernel;
+    double cublasLtMs, gemvMs;  // the tuning's medians over its calls
+  };
+  const std::map<GemmShape, GemmChoice> &gemmChoices() const { return gemmChoices_; }
+  /// Programmatic dependent launches (on by default from sm_90): off makes
+  /// each kernel wait for the previous one's end, for comparison.
+  void setDependentLaunches(bool on) { dependentLaunches_ = on && clusters_; }
   void sample(float *logits, int64_t rows, int64_t cols, const sample::RowSampling *params,
               const sample::LogitAdjustment *adjustments, sample::RowSample *out) override;
   void synchronize() override;
@@ -52,6 +73,7 @@ private:
     cublasLtMatmulAlgo_t algo{};
   };
   const GemmPlan &gemmPlan(const GemmArgs &args);
+  void addDependentLaunch(CUlaunchConfig &config) const;
 
   const cuda::Driver &driver_;
   CUdevice device_ = 0;
@@ -59,14 +81,17 @@ private:
   CUstream stream_ = nullptr;
   std::string arch_;
   bool clusters_ = false;  // thread-block clusters (sm_90 and later)
+  bool dependentLaunches_ = false;  // programmatic dependent launch (sm_90 and later)
   int multiprocessors_ = 0;
   std::vector<CUmodule> modules_;      // the plan's modules and the runtime's
   std::vector<CUfunction> functions_;  // one per plan kernel module
   CUfunction sampleRows_ = nullptr;
+  CUfunction gemvRows_ = nullptr;
   cublasLtHandle_t blas_ = nullptr;
   void *blasWorkspace_ = nullptr;
   size_t blasWorkspaceBytes_ = 32u << 20;
-  std::map<std::tuple<int64_t, int64_t, int64_t, int, int, bool>, GemmPlan> gemmPlans_;
+  std::map<GemmShape, GemmPlan> gemmPlans_;
+  std::map<GemmShape, GemmChoice> gemmChoices_;
 };
 
 } // namespace llmc::runtime
