@@ -314,9 +314,10 @@ void Executor::validate(const ForwardBatch &b) const {
   }
 }
 
-void Executor::runSteps(const BatchShape &shape) {
+void Executor::runSteps(const BatchShape &shape, const std::function<void(size_t step)> &afterStep) {
   std::vector<void *> args;
-  for (const plan::Step *step : *rank_.steps()) {
+  for (size_t index = 0; index < rank_.steps()->size(); ++index) {
+    const plan::Step *step = rank_.steps()->Get(uint32_t(index));
     if (const plan::Launch *launch = step->op_as_Launch()) {
       args.clear();
       for (int32_t buffer : *launch->buffers())
@@ -329,6 +330,8 @@ void Executor::runSteps(const BatchShape &shape) {
     } else if (const plan::Gemm *gemm = step->op_as_Gemm()) {
       backend_.gemm(gemmArgs(*gemm, shape));
     }
+    if (afterStep)
+      afterStep(index);
   }
 }
 
@@ -417,18 +420,30 @@ BatchShape Executor::run(const ForwardBatch &batch) {
     padded.padSequences(graph->first, scratchPage_, pageSize());
     inputs = &padded;
   }
-  size_t used = 0;
-  for (size_t i = 0; i < std::size(kAbiFields); ++i) {
-    const std::vector<int32_t> &host = inputs->*kAbiFields[i];
-    std::copy(host.begin(), host.end(), staging_.begin() + long(inputOffsets_[i]));
-    used = inputOffsets_[i] + host.size();
-  }
-  backend_.upload(inputBlock_, staging_.data(), used * sizeof(int32_t));
+  uploadInputs(*inputs);
   if (graph != decodeGraphs_.end())
     backend_.replay(graph->second);
   else
     runSteps(shape);
   return shape;
+}
+
+void Executor::uploadInputs(const ForwardBatch &inputs) {
+  size_t used = 0;
+  for (size_t i = 0; i < std::size(kAbiFields); ++i) {
+    const std::vector<int32_t> &host = inputs.*kAbiFields[i];
+    std::copy(host.begin(), host.end(), staging_.begin() + long(inputOffsets_[i]));
+    used = inputOffsets_[i] + host.size();
+  }
+  backend_.upload(inputBlock_, staging_.data(), used * sizeof(int32_t));
+}
+
+void Executor::launchStepsRepeatedly(const ForwardBatch &batch, int repeats,
+                                     const std::function<void(size_t step)> &afterStep) {
+  validate(batch);
+  uploadInputs(batch);
+  for (int r = 0; r < repeats; ++r)
+    runSteps({batch.numTokens(), batch.numSeqs()}, afterStep);
 }
 
 } // namespace llmc::runtime

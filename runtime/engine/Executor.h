@@ -97,6 +97,12 @@ public:
   /// forwardSample() with every row greedy: each sequence's most likely next
   /// token (lowest id on ties).
   void forwardGreedy(const ForwardBatch &batch, std::vector<int32_t> &tokens);
+  /// For profiling: uploads the batch's inputs once, then launches its
+  /// forward's steps `repeats` times back to back without a graph, calling
+  /// afterStep(index into the plan's steps) after launching each. Returns
+  /// without waiting; the outputs are those of one forward.
+  void launchStepsRepeatedly(const ForwardBatch &batch, int repeats,
+                             const std::function<void(size_t step)> &afterStep);
   /// Wall time spent in forward() and forwardSample() so far (each returns
   /// when its results are on the host): the rest of a serving loop's time is
   /// host work during which the device idles.
@@ -133,7 +139,8 @@ private:
   void validate(const ForwardBatch &batch) const;
   /// Validates, uploads and launches a forward; its logits stay on the device.
   BatchShape run(const ForwardBatch &batch);
-  void runSteps(const BatchShape &shape);
+  void uploadInputs(const ForwardBatch &inputs);
+  void runSteps(const BatchShape &shape, const std::function<void(size_t step)> &afterStep = {});
 
   const plan::Plan &plan_;
   const plan::RankProgram &rank_;

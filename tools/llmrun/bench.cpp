@@ -15,12 +15,14 @@
 #include "runtime/support/Math.h"
 #include "runtime/weights/safetensors.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <random>
 #include <memory>
 #include <set>
@@ -102,6 +104,64 @@ struct TemporaryDirectory {
     std::filesystem::remove_all(path, ignored);
   }
 };
+
+// Where a decode step's time goes: its steps launched one by one (no graph)
+// with an event after each, several forwards back to back so that the host
+// runs ahead and the intervals are GPU time (each launch's own latency
+// included, which a graph partly hides). Medians over the later forwards,
+// summed by kernel (GEMMs by shape and the kernel picked for it).
+std::string decodeStepBreakdown(runtime::CudaBackend &backend, runtime::Executor &executor, const plan::Plan &p,
+                                const runtime::ForwardBatch &step, double graphMs) {
+  const plan::RankProgram &rank = *p.ranks()->Get(0);
+  const size_t steps = rank.steps()->size();
+  constexpr int kForwards = 5;  // the first one runs while the host is not yet ahead
+  runtime::cuda::EventTimeline timeline(backend, kForwards * steps + 1);
+  timeline.mark();
+  executor.launchStepsRepeatedly(step, kForwards, [&](size_t) { timeline.mark(); });
+  const std::vector<double> intervals = timeline.intervalsMs();
+  std::vector<std::string> order;
+  std::map<std::string, std::pair<int, double>> byLabel;  // launches per forward, median ms
+  double total = 0;
+  for (size_t i = 0; i < steps; ++i) {
+    std::vector<double> times;
+    for (int f = 1; f < kForwards; ++f)
+      times.push_back(intervals[size_t(f) * steps + i]);
+    std::sort(times.begin(), times.end());
+    const double ms = times[times.size() / 2];
+    std::string label;
+    const plan::Step &s = *rank.steps()->Get(uint32_t(i));
+    if (const plan::Launch *launch = s.op_as_Launch()) {
+      label = p.kernels()->Get(uint32_t(launch->kernel()))->kernel_template()->str();
+    } else {
+      const plan::Gemm &gemm = *s.op_as_Gemm();
+      const plan::Buffer &in = *rank.buffers()->Get(uint32_t(gemm.input())), &out = *rank.buffers()->Get(uint32_t(gemm.out()));
+      const int64_t rows = in.rows() == plan::RowCount::seqs ? step.numSeqs() : step.numTokens();
+      auto choice = backend.gemmChoices().find(
+          {rows, gemm.n(), gemm.k(), int(in.dtype()), int(out.dtype()), gemm.bias() >= 0});
+      const bool gemv = choice != backend.gemmChoices().end() &&
+                        choice->second.kernel == runtime::CudaBackend::GemmKernel::gemv;
+      label = "GEMM " + std::to_string(gemm.n()) + " x " + std::to_string(gemm.k()) + (gemv ? " (GEMV)" : " (cuBLASLt)");
+    }
+    if (!byLabel.count(label))
+      order.push_back(label);
+    byLabel[label].first += 1;
+    byLabel[label].second += ms;
+    total += ms;
+  }
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "\n| decode step, batch %lld, one by one (graph: %.2f ms) | launches | ms | share |\n"
+                "| --- | --- | --- | --- |\n",
+                (long long)step.numSeqs(), graphMs);
+  std::string table = line;
+  for (const std::string &label : order) {
+    std::snprintf(line, sizeof line, "| %s | %d | %.3f | %.1f%% |\n", label.c_str(), byLabel[label].first,
+                  byLabel[label].second, 100.0 * byLabel[label].second / total);
+    table += line;
+  }
+  std::snprintf(line, sizeof line, "| total | %zu | %.3f | 100%% |\n", steps, total);
+  return table + line;
+}
 
 } // namespace
 
@@ -240,6 +300,7 @@ int runBench(const BenchOptions &o) {
   }
 
   // Decode: B sequences at context C, one token each per step.
+  std::string breakdowns;
   std::printf("\n| decode batch | context | step ms | tokens/s | bound ms | of bound |\n"
               "| --- | --- | --- | --- | --- | --- |\n");
   for (int64_t context : o.contexts) {
@@ -293,8 +354,16 @@ int runBench(const BenchOptions &o) {
       const double boundMs = bytes / (bandwidth * 1e9) * 1e3;
       std::printf("| %lld | %lld | %.2f | %.0f | %.2f | %.0f%% |\n", (long long)batch, (long long)context, ms,
                   double(batch) / (ms * 1e-3), boundMs, 100.0 * boundMs / ms);
+      if (context == o.contexts.front() && (batch == 1 || batch == 64)) {
+        runtime::ForwardBatch step;
+        for (int64_t s = 0; s < batch; ++s)
+          step.addChunk({&next[size_t(s)], 1}, int32_t(position), seqs.tables[size_t(s)], executor->pageSize());
+        breakdowns += decodeStepBreakdown(backend, *executor, p, step, ms);
+      }
     }
   }
+
+  std::printf("%s", breakdowns.c_str());
 
   // Decode GEMMs alone: each distinct GEMM of the plan at 1, 4 and 8 rows
   // through cuBLASLt and through the runtime's GEMV, as a fraction of the

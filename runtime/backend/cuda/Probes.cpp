@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 namespace llmc::runtime::cuda {
@@ -43,6 +44,37 @@ double medianMilliseconds(CudaBackend &backend, int repeats, const std::function
   d.cuEventDestroy(stop);
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
+}
+
+EventTimeline::EventTimeline(CudaBackend &backend, size_t capacity) : backend_(backend), events_(capacity) {
+  for (CUevent &event : events_)
+    backend.driver().check(backend.driver().cuEventCreate(&event, CU_EVENT_DEFAULT), "cuEventCreate");
+}
+
+EventTimeline::~EventTimeline() {
+  for (CUevent event : events_)
+    backend_.driver().cuEventDestroy(event);
+}
+
+void EventTimeline::mark() {
+  if (marked_ == events_.size())
+    throw std::logic_error("EventTimeline: more marks than its capacity");
+  backend_.driver().check(backend_.driver().cuEventRecord(events_[marked_++], backend_.stream()),
+                          "cuEventRecord");
+}
+
+std::vector<double> EventTimeline::intervalsMs() {
+  const Driver &d = backend_.driver();
+  std::vector<double> intervals;
+  if (marked_ == 0)
+    return intervals;
+  d.check(d.cuEventSynchronize(events_[marked_ - 1]), "cuEventSynchronize");
+  for (size_t i = 1; i < marked_; ++i) {
+    float ms = 0;
+    d.check(d.cuEventElapsedTime(&ms, events_[i - 1], events_[i]), "cuEventElapsedTime");
+    intervals.push_back(ms);
+  }
+  return intervals;
 }
 
 double readBandwidthGBs(CudaBackend &backend) {
