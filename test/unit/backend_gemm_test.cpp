@@ -1,9 +1,11 @@
 // Backend::gemm against an fp64 reference on the same 16-bit values: decode
 // row counts (1 to 8) and larger ones, k ending in a partial 32-k block, n
 // not a multiple of 16, with and without bias (plans add biases to 16-bit
-// outputs only), 16-bit and fp32 outputs, bf16 and f16 inputs. On the CUDA backend (LLMC_TEST_BACKEND=cuda, run by
-// test/gpu/check.py) every GEMM the runtime's GEMV takes is also run through
-// cuBLASLt: both must meet the reference.
+// outputs only), 16-bit and fp32 outputs, bf16 and f16 inputs. On the CUDA
+// backend (LLMC_TEST_BACKEND=cuda, run by test/gpu/check.py) every GEMM also
+// runs through each of cuBLASLt's heuristic answers that start-up tuning may
+// pick, and through the runtime's GEMV where it takes the GEMM: all must
+// meet the reference.
 
 #include "runtime/backend/Backend.h"
 #include "runtime/plan/PlanFile.h"
@@ -19,6 +21,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -122,7 +125,9 @@ protected:
 #ifdef LLMC_HAVE_CUDA
     if (auto *cuda = dynamic_cast<runtime::CudaBackend *>(backend_.get())) {
       using Kernel = runtime::CudaBackend::GemmKernel;
-      check("cuBLASLt", [&] { cuda->gemm(args, Kernel::cublasLt); });
+      for (int answer = 0; answer < runtime::CudaBackend::kCublasLtCandidates; ++answer)
+        check(("cuBLASLt answer " + std::to_string(answer)).c_str(),
+              [&] { cuda->gemm(args, Kernel::cublasLt, answer); });
       if (runtime::CudaBackend::gemvTakes(args))
         check("GEMV", [&] { cuda->gemm(args, Kernel::gemv); });
     }
@@ -177,6 +182,40 @@ TEST(GemvShape, TakesDecodeGemmsOnly) {
   EXPECT_EQ(gemv::gridBlocks(4096, 132), 256);    // a tile each
   EXPECT_EQ(gemv::gridBlocks(1003, 132), 63);     // the last tile partial
   EXPECT_EQ(gemv::gridBlocks(128256, 132), 264);  // what stays resident
+}
+
+// The start-up GEMM choices persist as text keyed by what they were measured
+// on: the same key reads them back, another key or a damaged line does not.
+TEST(GemmChoices, RoundTripForTheSameKeyOnly) {
+  using runtime::CudaBackend;
+  using Kernel = CudaBackend::GemmKernel;
+  const std::map<CudaBackend::GemmShape, CudaBackend::GemmChoice> choices{
+      {{1, 4096, 4096, int(DType::bf16), int(DType::bf16), false}, {Kernel::gemv, 2, 0.432, 0.425, 0.362}},
+      {{64, 6144, 4096, int(DType::bf16), int(DType::bf16), true}, {Kernel::cublasLt, 1, 0.555, 0.54, NAN}},
+      {{8, 128256, 4096, int(DType::bf16), int(DType::f32), false}, {Kernel::cublasLt, 0, 0.26, 0.26, 0.27}}};
+  const std::string text = CudaBackend::formatGemmChoices("H200; cuBLASLt 130000", choices);
+  const auto same = CudaBackend::parseGemmChoices("H200; cuBLASLt 130000", text);
+  ASSERT_EQ(same.size(), choices.size());
+  for (const auto &[shape, choice] : choices) {
+    ASSERT_TRUE(same.count(shape));
+    const CudaBackend::GemmChoice &read = same.at(shape);
+    EXPECT_EQ(read.kernel, choice.kernel);
+    EXPECT_EQ(read.algo, choice.algo);
+    EXPECT_DOUBLE_EQ(read.heuristicMs, choice.heuristicMs);
+    EXPECT_DOUBLE_EQ(read.cublasLtMs, choice.cublasLtMs);
+    EXPECT_EQ(std::isnan(read.gemvMs), std::isnan(choice.gemvMs));
+  }
+  EXPECT_TRUE(CudaBackend::parseGemmChoices("H100; cuBLASLt 130000", text).empty());
+  EXPECT_TRUE(CudaBackend::parseGemmChoices("H200; cuBLASLt 130000", "").empty());
+  // A line cut short (the last: shapes are written in order) and one with a
+  // kernel number out of range are skipped.
+  std::string damaged = text;
+  damaged.resize(damaged.size() - 12);
+  damaged.replace(damaged.find("\n1 4096 4096 ") + 1, 0, "3 1 1 0 0 0 7 0 1 1 1\n");
+  const auto kept = CudaBackend::parseGemmChoices("H200; cuBLASLt 130000", damaged);
+  EXPECT_EQ(kept.size(), 2u);
+  EXPECT_FALSE(kept.count({64, 6144, 4096, int(DType::bf16), int(DType::bf16), true}));
+  EXPECT_FALSE(kept.count({3, 1, 1, 0, 0, false}));
 }
 #endif
 

@@ -7,8 +7,17 @@
 #include "runtime/jit/KernelCache.h"
 #include "runtime/jit/Nvrtc.h"
 #include "runtime/jit/RuntimeModules.h"
+#include "runtime/support/Hash.h"
 #include "runtime/support/Math.h"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -54,6 +63,9 @@ CudaBackend::CudaBackend(int device) : driver_(cuda::Driver::get()) {
   driver_.check(driver_.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device_),
                 "cuDeviceGetAttribute");
   arch_ = "sm_" + std::to_string(major * 10 + minor);
+  char name[256] = {};
+  driver_.check(driver_.cuDeviceGetName(name, sizeof name - 1, device_), "cuDeviceGetName");
+  deviceName_ = name;
   clusters_ = dependentLaunches_ = major >= 9;
   driver_.check(driver_.cuDeviceGetAttribute(&multiprocessors_, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device_),
                 "cuDeviceGetAttribute");
@@ -253,16 +265,18 @@ const CudaBackend::GemmPlan &CudaBackend::gemmPlan(const GemmArgs &g) {
   checkBlas(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                  &blasWorkspaceBytes_, sizeof(blasWorkspaceBytes_)),
             "set MAX_WORKSPACE_BYTES");
-  cublasLtMatmulHeuristicResult_t result{};
+  cublasLtMatmulHeuristicResult_t results[kCublasLtCandidates]{};
   int found = 0;
   cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(blas_, p.desc, p.a, p.b, p.c, p.c, preference,
-                                                         1, &result, &found);
+                                                         kCublasLtCandidates, results, &found);
   cublasLtMatmulPreferenceDestroy(preference);
   checkBlas(status, "cublasLtMatmulAlgoGetHeuristic");
-  if (found == 0)
+  for (int i = 0; i < found; ++i)
+    if (results[i].state == CUBLAS_STATUS_SUCCESS)
+      p.algos.push_back(results[i].algo);
+  if (p.algos.empty())
     throw std::runtime_error("cuBLASLt has no algorithm for a " + std::to_string(g.rows) + "x" +
                              std::to_string(g.n) + "x" + std::to_string(g.k) + " GEMM");
-  p.algo = result.algo;
   return gemmPlans_.emplace(key, p).first->second;
 }
 
@@ -275,30 +289,112 @@ bool CudaBackend::gemvTakes(const GemmArgs &g) {
 
 void CudaBackend::gemm(const GemmArgs &g) {
   auto choice = gemmChoices_.find(shapeOf(g));
-  const bool gemv = choice != gemmChoices_.end() && choice->second.kernel == GemmKernel::gemv && gemvTakes(g);
-  gemm(g, gemv ? GemmKernel::gemv : GemmKernel::cublasLt);
+  if (choice == gemmChoices_.end())
+    return gemm(g, GemmKernel::cublasLt);
+  const bool gemv = choice->second.kernel == GemmKernel::gemv && gemvTakes(g);
+  gemm(g, gemv ? GemmKernel::gemv : GemmKernel::cublasLt, choice->second.algo);
 }
 
-// Each shape the GEMV takes is timed through both kernels over all of its
-// calls in the forward (one per layer: together far larger than the L2, as
-// in a real forward), median of 3 after a warm-up.
+// Each shape is timed through every candidate over all of its calls in the
+// forward (one per layer: together far larger than the L2, as in a real
+// forward), one run after a warm-up. Shapes timed before on this machine
+// (the cache file) are not timed again.
 void CudaBackend::tuneGemms(std::span<const GemmArgs> gemms) {
+  if (!gemmChoicesLoaded_) {
+    gemmChoicesLoaded_ = true;
+    gemmChoicesKey_ = "llmc gemm choices 1; " + deviceName_ + "; " + arch_ + "; " +
+                      std::to_string(multiprocessors_) + " SMs; cuBLASLt " + std::to_string(cublasLtGetVersion()) +
+                      "; " + std::to_string(kCublasLtCandidates) + " answers; gemv " +
+                      std::to_string(fnv1a(jit::runtimeModules()[jit::kGemvModule].source));
+    gemmChoicesPath_ = (std::filesystem::path(jit::defaultCacheDir()) / "gemm" /
+                        (std::to_string(fnv1a(gemmChoicesKey_)) + ".txt"))
+                           .string();
+    std::ifstream file(gemmChoicesPath_);
+    const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    gemmChoices_.merge(parseGemmChoices(gemmChoicesKey_, text));
+  }
   std::map<GemmShape, std::vector<GemmArgs>> calls;
   for (const GemmArgs &g : gemms)
-    if (gemvTakes(g))
+    if (g.rows > 0 && !gemmChoices_.count(shapeOf(g)))
       calls[shapeOf(g)].push_back(g);
+  if (calls.empty())
+    return;
   for (const auto &[shape, list] : calls) {
-    double ms[2];
-    for (GemmKernel kernel : {GemmKernel::cublasLt, GemmKernel::gemv})
-      ms[int(kernel)] = cuda::medianMilliseconds(*this, 3, [&] {
+    auto time = [&](GemmKernel kernel, int algo) {
+      return cuda::medianMilliseconds(*this, 1, [&] {
         for (const GemmArgs &g : list)
-          gemm(g, kernel);
+          gemm(g, kernel, algo);
       });
-    gemmChoices_[shape] = {ms[1] < ms[0] ? GemmKernel::gemv : GemmKernel::cublasLt, ms[0], ms[1]};
+    };
+    GemmChoice choice{GemmKernel::cublasLt, 0, time(GemmKernel::cublasLt, 0), 0, NAN};
+    choice.cublasLtMs = choice.heuristicMs;
+    for (int algo = 1; algo < int(gemmPlan(list.front()).algos.size()); ++algo)
+      if (const double ms = time(GemmKernel::cublasLt, algo); ms < choice.cublasLtMs)
+        choice.cublasLtMs = ms, choice.algo = algo;
+    if (std::all_of(list.begin(), list.end(), gemvTakes)) {
+      choice.gemvMs = time(GemmKernel::gemv, 0);
+      if (choice.gemvMs < choice.cublasLtMs)
+        choice.kernel = GemmKernel::gemv;
+    }
+    gemmChoices_[shape] = choice;
   }
+  // Written whole and renamed into place; a cache that cannot be written only
+  // costs the next start the timing.
+  std::error_code error;
+  std::filesystem::create_directories(std::filesystem::path(gemmChoicesPath_).parent_path(), error);
+  const std::string temporary = gemmChoicesPath_ + ".tmp" + std::to_string(getpid());
+  {
+    std::ofstream file(temporary, std::ios::trunc);
+    file << formatGemmChoices(gemmChoicesKey_, gemmChoices_);
+    if (!file)
+      return;
+  }
+  std::filesystem::rename(temporary, gemmChoicesPath_, error);
 }
 
-void CudaBackend::gemm(const GemmArgs &g, GemmKernel kernel) {
+std::string CudaBackend::formatGemmChoices(const std::string &key, const std::map<GemmShape, GemmChoice> &choices) {
+  std::ostringstream text;
+  text << key << "\n";
+  text.precision(9);
+  for (const auto &[shape, choice] : choices) {
+    const auto &[rows, n, k, input, output, bias] = shape;
+    text << rows << ' ' << n << ' ' << k << ' ' << input << ' ' << output << ' ' << bias << ' '
+         << int(choice.kernel) << ' ' << choice.algo << ' ' << choice.heuristicMs << ' ' << choice.cublasLtMs << ' '
+         << choice.gemvMs << "\n";
+  }
+  return text.str();
+}
+
+std::map<CudaBackend::GemmShape, CudaBackend::GemmChoice> CudaBackend::parseGemmChoices(const std::string &key,
+                                                                                         std::string_view text) {
+  std::map<GemmShape, GemmChoice> choices;
+  std::istringstream lines{std::string(text)};
+  std::string line;
+  if (!std::getline(lines, line) || line != key)
+    return choices;
+  while (std::getline(lines, line)) {
+    std::istringstream fields(line);
+    int64_t rows = 0, n = 0, k = 0;
+    int input = 0, output = 0, bias = 0, kernel = 0, algo = 0;
+    std::string ms[3];  // "nan" is a valid GEMV time
+    if (!(fields >> rows >> n >> k >> input >> output >> bias >> kernel >> algo >> ms[0] >> ms[1] >> ms[2]) ||
+        rows < 1 || n < 1 || k < 1 || (bias != 0 && bias != 1) || (kernel != 0 && kernel != 1) || algo < 0 ||
+        algo >= kCublasLtCandidates)
+      continue;
+    GemmChoice choice{GemmKernel(kernel), algo, 0, 0, 0};
+    try {
+      choice.heuristicMs = std::stod(ms[0]);
+      choice.cublasLtMs = std::stod(ms[1]);
+      choice.gemvMs = std::stod(ms[2]);
+    } catch (const std::exception &) {
+      continue;
+    }
+    choices[{rows, n, k, input, output, bias == 1}] = choice;
+  }
+  return choices;
+}
+
+void CudaBackend::gemm(const GemmArgs &g, GemmKernel kernel, int algo) {
   if (g.rows == 0)
     return;
   if (kernel == GemmKernel::gemv) {
@@ -328,8 +424,9 @@ void CudaBackend::gemm(const GemmArgs &g, GemmKernel kernel) {
                                              sizeof(g.bias)),
               "set BIAS_POINTER");
   const float alpha = 1.0f, beta = 0.0f;
+  const cublasLtMatmulAlgo_t &chosen = p.algos[algo >= 0 && algo < int(p.algos.size()) ? size_t(algo) : 0];
   checkBlas(cublasLtMatmul(blas_, p.desc, &alpha, g.weight, p.a, g.input, p.b, &beta, g.out, p.c,
-                           g.out, p.c, &p.algo, blasWorkspace_, blasWorkspaceBytes_, stream_),
+                           g.out, p.c, &chosen, blasWorkspace_, blasWorkspaceBytes_, stream_),
             "cublasLtMatmul");
 }
 

@@ -12,6 +12,7 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -30,23 +31,36 @@ public:
   void loadKernels(const plan::Plan &plan) override;
   void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
               std::span<const plan::Scalar> scalars, const BatchShape &batch) override;
-  /// Through the kernel tuneGemms() picked for the GEMM's shape (cuBLASLt
-  /// for a shape it did not see).
+  /// Through the kernel tuneGemms() picked for the GEMM's shape (cuBLASLt's
+  /// first heuristic answer for a shape it did not see).
   void gemm(const GemmArgs &args) override;
+  /// Times cuBLASLt's first kCublasLtCandidates heuristic answers and, where
+  /// it takes the GEMM, the runtime's GEMV.
   void tuneGemms(std::span<const GemmArgs> gemms) override;
   enum class GemmKernel { cublasLt, gemv };
-  /// A GEMM through the given kernel (gemv only where gemvTakes(args)):
-  /// for benchmarks and tests comparing them.
-  void gemm(const GemmArgs &args, GemmKernel kernel);
+  static constexpr int kCublasLtCandidates = 4;
+  /// A GEMM through the given kernel (gemv only where gemvTakes(args); for
+  /// cuBLASLt, its heuristic's answer number `algo` where there is one, else
+  /// its first): for benchmarks and tests comparing them.
+  void gemm(const GemmArgs &args, GemmKernel kernel, int algo = 0);
   /// Whether the GEMV computes `args` (dtypes, rows, alignment).
   static bool gemvTakes(const GemmArgs &args);
   /// rows, n, k, input dtype, output dtype, bias.
   using GemmShape = std::tuple<int64_t, int64_t, int64_t, int, int, bool>;
   struct GemmChoice {
     GemmKernel kernel;
-    double cublasLtMs, gemvMs;  // the tuning's medians over its calls
+    int algo;  // cuBLASLt's answer number
+    // The tuning's medians over its calls: cuBLASLt's first answer, its best
+    // answer, the GEMV (NaN where it does not take the GEMM).
+    double heuristicMs, cublasLtMs, gemvMs;
   };
   const std::map<GemmShape, GemmChoice> &gemmChoices() const { return gemmChoices_; }
+  /// The choices as text: a first line naming what they were measured on
+  /// (`key`: device, libraries, kernels), then one line per shape.
+  static std::string formatGemmChoices(const std::string &key, const std::map<GemmShape, GemmChoice> &choices);
+  /// The choices of a formatGemmChoices() text with the same key (none for
+  /// another key); lines that do not parse are skipped.
+  static std::map<GemmShape, GemmChoice> parseGemmChoices(const std::string &key, std::string_view text);
   /// Programmatic dependent launches (on by default from sm_90): off makes
   /// each kernel wait for the previous one's end, for comparison.
   void setDependentLaunches(bool on) { dependentLaunches_ = on && clusters_; }
@@ -70,7 +84,7 @@ private:
   struct GemmPlan {
     cublasLtMatmulDesc_t desc = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-    cublasLtMatmulAlgo_t algo{};
+    std::vector<cublasLtMatmulAlgo_t> algos;  // the heuristic's answers, best first
   };
   const GemmPlan &gemmPlan(const GemmArgs &args);
   void addDependentLaunch(CUlaunchConfig &config) const;
@@ -92,6 +106,11 @@ private:
   size_t blasWorkspaceBytes_ = 32u << 20;
   std::map<GemmShape, GemmPlan> gemmPlans_;
   std::map<GemmShape, GemmChoice> gemmChoices_;
+  // Choices persist in the cache directory, keyed by what they depend on, so
+  // a later start on the same machine times nothing it timed before.
+  std::string gemmChoicesKey_, gemmChoicesPath_;
+  bool gemmChoicesLoaded_ = false;
+  std::string deviceName_;
 };
 
 } // namespace llmc::runtime

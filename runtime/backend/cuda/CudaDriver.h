@@ -12,7 +12,7 @@ namespace llmc::runtime::cuda {
 
 struct Driver {
 #define LLMC_CUDA_FUNCTIONS(X)                                                                     \
-  X(cuInit) X(cuDeviceGetCount) X(cuDeviceGet) X(cuDeviceGetAttribute)                             \
+  X(cuInit) X(cuDeviceGetCount) X(cuDeviceGet) X(cuDeviceGetAttribute) X(cuDeviceGetName)                             \
   X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease) X(cuCtxSetCurrent)                      \
   X(cuStreamCreate) X(cuStreamDestroy) X(cuStreamSynchronize) X(cuMemAlloc) X(cuMemFree)           \
   X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemGetInfo) X(cuModuleLoadData)                   \
