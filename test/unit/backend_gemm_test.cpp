@@ -7,6 +7,8 @@
 // pick, and through the runtime's GEMV where it takes the GEMM: all must
 // meet the reference.
 
+#include "test/unit/BackendUnderTest.h"
+
 #include "runtime/backend/Backend.h"
 #include "runtime/plan/PlanFile.h"
 #include "runtime/weights/float16.h"
@@ -34,11 +36,6 @@ using plan::DType;
 using runtime::DeviceBuffer;
 using runtime::GemmArgs;
 
-std::string env(const char *name, const char *fallback) {
-  const char *value = std::getenv(name);
-  return value && *value ? value : fallback;
-}
-
 uint16_t to16(DType type, float v) {
   return type == DType::f16 ? weights::floatToHalf(v) : weights::floatToBf16(v);
 }
@@ -50,15 +47,8 @@ struct Shape {
   int64_t rows, n, k;
 };
 
-class BackendGemm : public ::testing::Test {
+class BackendGemm : public BackendUnderTest {
 protected:
-  void SetUp() override {
-    backend_ = runtime::createBackend(env("LLMC_TEST_BACKEND", "cpu"));
-    // The CUDA backend loads its own kernels (the GEMV) with a plan's.
-    plan_ = std::make_unique<plan::PlanFile>(plan::PlanFile::load(env("LLMC_TEST_ENGINE", "")));
-    backend_->loadKernels(plan_->plan());
-  }
-
   // Runs rows x n x k with random inputs in [-1, 1] through every kernel the
   // backend has for it and checks each output's relative L2 error against
   // fp64 sums of the same 16-bit values.
@@ -133,9 +123,6 @@ protected:
     }
 #endif
   }
-
-  std::unique_ptr<runtime::Backend> backend_;
-  std::unique_ptr<plan::PlanFile> plan_;
 };
 
 const Shape kShapes[] = {

@@ -1,11 +1,9 @@
 // Backend::sample against the host Sampler: a batch of rows with every kind
 // of sampling parameter, penalties and bans gives each row the token, logprob
-// and top logprobs that Sampler::sample gives it alone.
-//
-// LLMC_TEST_BACKEND picks the backend (cpu by default; cuda on the GPU
-// machine, where test/gpu/check.py runs this binary); LLMC_TEST_ENGINE is an
-// engine whose plan loadKernels() takes (the CUDA backend compiles its
-// sampling kernel with the plan's modules).
+// and top logprobs that Sampler::sample gives it alone (on the backend
+// BackendUnderTest.h describes).
+
+#include "test/unit/BackendUnderTest.h"
 
 #include "runtime/backend/Backend.h"
 #include "runtime/plan/PlanFile.h"
@@ -33,19 +31,8 @@ using sample::SamplingParams;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-std::string env(const char *name, const char *fallback) {
-  const char *value = std::getenv(name);
-  return value && *value ? value : fallback;
-}
-
-class BackendSample : public ::testing::Test {
+class BackendSample : public BackendUnderTest {
 protected:
-  void SetUp() override {
-    backend_ = runtime::createBackend(env("LLMC_TEST_BACKEND", "cpu"));
-    plan_ = std::make_unique<plan::PlanFile>(plan::PlanFile::load(env("LLMC_TEST_ENGINE", "")));
-    backend_->loadKernels(plan_->plan());
-  }
-
   // Samples `rows` (each V logits) on the backend `steps` times, each row
   // prepared by a Sampler with params[row], and checks every result against
   // a host Sampler made with the same parameters, seed and history.
@@ -100,9 +87,6 @@ protected:
       }
     }
   }
-
-  std::unique_ptr<runtime::Backend> backend_;
-  std::unique_ptr<plan::PlanFile> plan_;
 };
 
 std::vector<float> randomRow(size_t V, std::mt19937_64 &gen, float stddev) {
