@@ -2,7 +2,8 @@
 //
 // The compiler pastes this file's text into every NVRTC source, after
 // <cuda_fp16.h>, <cuda_bf16.h> and geometry.h and before the op's own file;
-// op files therefore use these helpers without #including anything. The host
+// op files therefore use these helpers without #including anything (the
+// runtime's GEMV module pastes it too, without geometry.h). The host
 // compiler needs nothing from here, so everything is device-only.
 #pragma once
 

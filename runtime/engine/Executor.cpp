@@ -224,7 +224,8 @@ void Executor::bindBuffers() {
 }
 
 // Decode forwards run at the graph sizes (padded up to one), so the backend
-// picks its GEMM kernels for those row counts first, on the real weights.
+// picks its GEMM kernels for those row counts first, on the real weights
+// (without graphs, other row counts take the backend's default kernel).
 // Every pointer is fixed and only T and S vary, so a decode forward of a
 // given batch size is the same launch sequence each time: capture one per
 // size up front (nothing runs while capturing).

@@ -103,6 +103,8 @@ public:
   /// without waiting; the outputs are those of one forward.
   void launchStepsRepeatedly(const ForwardBatch &batch, int repeats,
                              const std::function<void(size_t step)> &afterStep);
+  /// The backend GEMM a plan Gemm step makes for a batch of this shape.
+  GemmArgs gemmArgs(const plan::Gemm &gemm, const BatchShape &shape) const;
   /// Wall time spent in forward() and forwardSample() so far (each returns
   /// when its results are on the host): the rest of a serving loop's time is
   /// host work during which the device idles.
@@ -123,7 +125,6 @@ private:
   /// Uploads the constants and resolves every plan buffer to its pointer.
   void bindBuffers();
   void prepareDecode();
-  GemmArgs gemmArgs(const plan::Gemm &gemm, const BatchShape &shape) const;
 
   /// Everything the executor owns on the device, released on destruction
   /// (also when the constructor throws half-way): the reservation, and the

@@ -129,8 +129,9 @@ const Shape kShapes[] = {
     {1, 40, 296},     // k: 9 whole 32-k blocks and a quarter of one
     {3, 1003, 1024},  // n: 62 blocks of 16 and 11 rows
     {8, 64, 4096},    // the GEMV's most rows; each warp loops twice
-    {5, 17, 8},       // the smallest k: one vector, 7 warps idle
+    {5, 17, 8},       // the smallest k: one vector, 15 of 16 warps idle
     {2, 4096, 2816},
+    {3, 9000, 1032},  // 563 tiles: blocks loop over several (132 SMs: 264 blocks)
     {9, 130, 512},    // rows beyond the GEMV
     {64, 256, 1024},
 };

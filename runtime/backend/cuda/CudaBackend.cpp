@@ -66,7 +66,7 @@ CudaBackend::CudaBackend(int device) : driver_(cuda::Driver::get()) {
   char name[256] = {};
   driver_.check(driver_.cuDeviceGetName(name, sizeof name - 1, device_), "cuDeviceGetName");
   deviceName_ = name;
-  clusters_ = dependentLaunches_ = major >= 9;
+  sm90_ = dependentLaunches_ = major >= 9;
   driver_.check(driver_.cuDeviceGetAttribute(&multiprocessors_, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device_),
                 "cuDeviceGetAttribute");
   driver_.check(driver_.cuDevicePrimaryCtxRetain(&context_, device_), "cuDevicePrimaryCtxRetain");
@@ -218,7 +218,7 @@ void CudaBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<
   config.attrs = attributes;
   if (kernel.waits_for_previous())  // plans before schema 1.4: their kernels do not wait
     addDependentLaunch(config);
-  if (kernel.max_cluster() > 1 && clusters_) {
+  if (kernel.max_cluster() > 1 && sm90_) {
     const int blocks = llmc_kernels::cluster_blocks(int64_t(grid[0]) * grid[1] * grid[2],
                                                     kernel.max_cluster(), multiprocessors_);
     CUlaunchAttribute &cluster = attributes[config.numAttrs++];
@@ -287,12 +287,16 @@ bool CudaBackend::gemvTakes(const GemmArgs &g) {
   return inputs && output && gemv::takes(g.rows, g.n, g.k, aligned);
 }
 
+CudaBackend::GemmKernel CudaBackend::chosenKernel(const GemmArgs &g) const {
+  auto choice = gemmChoices_.find(shapeOf(g));
+  return choice != gemmChoices_.end() && choice->second.kernel == GemmKernel::gemv && gemvTakes(g)
+             ? GemmKernel::gemv
+             : GemmKernel::cublasLt;
+}
+
 void CudaBackend::gemm(const GemmArgs &g) {
   auto choice = gemmChoices_.find(shapeOf(g));
-  if (choice == gemmChoices_.end())
-    return gemm(g, GemmKernel::cublasLt);
-  const bool gemv = choice->second.kernel == GemmKernel::gemv && gemvTakes(g);
-  gemm(g, gemv ? GemmKernel::gemv : GemmKernel::cublasLt, choice->second.algo);
+  gemm(g, chosenKernel(g), choice != gemmChoices_.end() ? choice->second.algo : 0);
 }
 
 // Each shape is timed through every candidate over all of its calls in the
@@ -304,7 +308,8 @@ void CudaBackend::tuneGemms(std::span<const GemmArgs> gemms) {
     gemmChoicesLoaded_ = true;
     gemmChoicesKey_ = "llmc gemm choices 1; " + deviceName_ + "; " + arch_ + "; " +
                       std::to_string(multiprocessors_) + " SMs; cuBLASLt " + std::to_string(cublasLtGetVersion()) +
-                      "; " + std::to_string(kCublasLtCandidates) + " answers; gemv " +
+                      "; NVRTC " + jit::nvrtcVersion() + "; " + std::to_string(kCublasLtCandidates) +
+                      " answers; gemv " +
                       std::to_string(fnv1a(jit::runtimeModules()[jit::kGemvModule].source));
     gemmChoicesPath_ = (std::filesystem::path(jit::defaultCacheDir()) / "gemm" /
                         (std::to_string(fnv1a(gemmChoicesKey_)) + ".txt"))
@@ -343,13 +348,14 @@ void CudaBackend::tuneGemms(std::span<const GemmArgs> gemms) {
   std::error_code error;
   std::filesystem::create_directories(std::filesystem::path(gemmChoicesPath_).parent_path(), error);
   const std::string temporary = gemmChoicesPath_ + ".tmp" + std::to_string(getpid());
-  {
-    std::ofstream file(temporary, std::ios::trunc);
-    file << formatGemmChoices(gemmChoicesKey_, gemmChoices_);
-    if (!file)
-      return;
-  }
-  std::filesystem::rename(temporary, gemmChoicesPath_, error);
+  std::ofstream file(temporary, std::ios::trunc);
+  file << formatGemmChoices(gemmChoicesKey_, gemmChoices_);
+  file.close();
+  error.clear();
+  if (file)
+    std::filesystem::rename(temporary, gemmChoicesPath_, error);
+  if (!file || error)
+    std::filesystem::remove(temporary, error);
 }
 
 std::string CudaBackend::formatGemmChoices(const std::string &key, const std::map<GemmShape, GemmChoice> &choices) {
@@ -400,12 +406,12 @@ void CudaBackend::gemm(const GemmArgs &g, GemmKernel kernel, int algo) {
   if (kernel == GemmKernel::gemv) {
     if (!gemvRows_ || !gemvTakes(g))
       throw std::logic_error("gemv_rows needs loadKernels() and a GEMM it takes (gemv::takes)");
-    const int flags = (g.input_dtype == plan::DType::f16 ? gemv::kHalfInputs : 0) |
-                      (g.out_dtype == plan::DType::f32 ? gemv::kFloatOutput : 0);
+    int flags = (g.input_dtype == plan::DType::f16 ? gemv::kHalfInputs : 0) |
+                (g.out_dtype == plan::DType::f32 ? gemv::kFloatOutput : 0);
     int rows = int(g.rows), n = int(g.n), k = int(g.k);
     const void *input = g.input, *weight = g.weight, *bias = g.bias;
     void *out = g.out;
-    void *arguments[] = {&input, &weight, &bias, &out, &rows, &n, &k, const_cast<int *>(&flags)};
+    void *arguments[] = {&input, &weight, &bias, &out, &rows, &n, &k, &flags};
     CUlaunchAttribute attributes[1]{};
     CUlaunchConfig config{};
     config.gridDimX = unsigned(gemv::gridBlocks(g.n, multiprocessors_));

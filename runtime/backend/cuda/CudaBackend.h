@@ -1,8 +1,8 @@
 // The CUDA backend: one GPU, one stream; kernels JIT-compiled with NVRTC
-// (runtime/jit, disk-cached) and launched through the driver API, each as a
-// programmatic dependent of the one before; GEMMs of up to 8 rows (decode)
-// through the runtime's GEMV, larger ones through cuBLASLt with cached
-// heuristics.
+// (runtime/jit, disk-cached) and launched through the driver API (on sm_90,
+// a plan's kernels and the GEMV as programmatic dependents of the kernel
+// before them); GEMMs through cuBLASLt or, for up to 8 rows, the runtime's
+// GEMV, whichever tuneGemms() timed faster for the shape.
 #pragma once
 
 #include "runtime/backend/Backend.h"
@@ -62,8 +62,11 @@ public:
   /// another key); lines that do not parse are skipped.
   static std::map<GemmShape, GemmChoice> parseGemmChoices(const std::string &key, std::string_view text);
   /// Programmatic dependent launches (on by default from sm_90): off makes
-  /// each kernel wait for the previous one's end, for comparison.
-  void setDependentLaunches(bool on) { dependentLaunches_ = on && clusters_; }
+  /// each kernel wait for the previous one's end, for comparison. Takes
+  /// effect on later launches, not on graphs captured before.
+  void setDependentLaunches(bool on) { dependentLaunches_ = on && sm90_; }
+  /// The kernel gemm(args) runs.
+  GemmKernel chosenKernel(const GemmArgs &args) const;
   void sample(float *logits, int64_t rows, int64_t cols, const sample::RowSampling *params,
               const sample::LogitAdjustment *adjustments, sample::RowSample *out) override;
   void synchronize() override;
@@ -94,8 +97,8 @@ private:
   CUcontext context_ = nullptr;
   CUstream stream_ = nullptr;
   std::string arch_;
-  bool clusters_ = false;  // thread-block clusters (sm_90 and later)
-  bool dependentLaunches_ = false;  // programmatic dependent launch (sm_90 and later)
+  bool sm90_ = false;  // sm_90 or later: clusters, programmatic dependent launch
+  bool dependentLaunches_ = false;
   int multiprocessors_ = 0;
   std::vector<CUmodule> modules_;      // the plan's modules and the runtime's
   std::vector<CUfunction> functions_;  // one per plan kernel module

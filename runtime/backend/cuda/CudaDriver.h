@@ -12,13 +12,13 @@ namespace llmc::runtime::cuda {
 
 struct Driver {
 #define LLMC_CUDA_FUNCTIONS(X)                                                                     \
-  X(cuInit) X(cuDeviceGetCount) X(cuDeviceGet) X(cuDeviceGetAttribute) X(cuDeviceGetName)                             \
-  X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease) X(cuCtxSetCurrent)                      \
-  X(cuStreamCreate) X(cuStreamDestroy) X(cuStreamSynchronize) X(cuMemAlloc) X(cuMemFree)           \
-  X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemGetInfo) X(cuModuleLoadData)                   \
-  X(cuModuleUnload) X(cuModuleGetFunction) X(cuLaunchKernel) X(cuLaunchKernelEx) X(cuFuncSetAttribute)                 \
+  X(cuInit) X(cuDeviceGetCount) X(cuDeviceGet) X(cuDeviceGetAttribute) X(cuDeviceGetName)          \
+  X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease) X(cuCtxSetCurrent) X(cuStreamCreate)    \
+  X(cuStreamDestroy) X(cuStreamSynchronize) X(cuMemAlloc) X(cuMemFree) X(cuMemcpyHtoDAsync)        \
+  X(cuMemcpyDtoHAsync) X(cuMemGetInfo) X(cuModuleLoadData) X(cuModuleUnload)                       \
+  X(cuModuleGetFunction) X(cuLaunchKernel) X(cuLaunchKernelEx) X(cuFuncSetAttribute)               \
   X(cuGetErrorName) X(cuGetErrorString) X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize)    \
-  X(cuEventElapsedTime) X(cuEventDestroy) X(cuMemsetD32Async) X(cuStreamBeginCapture)           \
+  X(cuEventElapsedTime) X(cuEventDestroy) X(cuMemsetD32Async) X(cuStreamBeginCapture)              \
   X(cuStreamEndCapture) X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphExecDestroy)      \
   X(cuGraphDestroy)
 #define LLMC_CUDA_POINTER(name) decltype(&::name) name = nullptr;

@@ -46,9 +46,19 @@ double medianMilliseconds(CudaBackend &backend, int repeats, const std::function
   return times[times.size() / 2];
 }
 
-EventTimeline::EventTimeline(CudaBackend &backend, size_t capacity) : backend_(backend), events_(capacity) {
-  for (CUevent &event : events_)
-    backend.driver().check(backend.driver().cuEventCreate(&event, CU_EVENT_DEFAULT), "cuEventCreate");
+EventTimeline::EventTimeline(CudaBackend &backend, size_t capacity) : backend_(backend) {
+  events_.reserve(capacity);
+  try {
+    for (size_t i = 0; i < capacity; ++i) {
+      CUevent event = nullptr;
+      backend.driver().check(backend.driver().cuEventCreate(&event, CU_EVENT_DEFAULT), "cuEventCreate");
+      events_.push_back(event);
+    }
+  } catch (...) {
+    for (CUevent event : events_)  // the destructor does not run for a throwing constructor
+      backend.driver().cuEventDestroy(event);
+    throw;
+  }
 }
 
 EventTimeline::~EventTimeline() {
