@@ -21,6 +21,7 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <tuple>
 
 namespace {
 
@@ -215,7 +216,13 @@ public:
               std::span<const plan::Scalar> scalars, const runtime::BatchShape &batch) override {
     cpu_->launch(plan, kernel, buffers, scalars, batch);
   }
-  void gemm(const runtime::GemmArgs &args) override { cpu_->gemm(args); }
+  void gemm(const runtime::GemmArgs &args) override {
+    gemms.push_back(args);
+    cpu_->gemm(args);
+  }
+  void tuneGemms(std::span<const runtime::GemmArgs> calls) override { tuned.emplace_back(calls.begin(), calls.end()); }
+  std::vector<runtime::GemmArgs> gemms;               // every gemm() call, in order
+  std::vector<std::vector<runtime::GemmArgs>> tuned;  // every tuneGemms() list
   void sample(float *logits, int64_t rows, int64_t cols, const sample::RowSampling *params,
               const sample::LogitAdjustment *adjustments, sample::RowSample *out) override {
     cpu_->sample(logits, rows, cols, params, adjustments, out);
@@ -257,6 +264,40 @@ TEST_P(Golden, DeviceMemoryIsOneReservation) {
   } catch (const std::runtime_error &error) {
     EXPECT_NE(std::string(error.what()).find("the engine needs"), std::string::npos) << error.what();
     EXPECT_NE(std::string(error.what()).find("out of device memory"), std::string::npos) << error.what();
+  }
+}
+
+// At start-up the executor hands the backend, for each decode size, exactly
+// the GEMMs a decode forward of that size makes, so the kernels the backend
+// picks are picked on those calls.
+TEST_P(Golden, DecodeGemmsAreTunedPerDecodeSize) {
+  CountingBackend counting;
+  runtime::ExecutorOptions options;
+  options.max_tokens_per_forward = 64;
+  options.max_seqs_per_forward = 4;
+  options.kv_pages = 16;
+  runtime::Executor executor(*plan, counting, *checkpoint, caseDir.string(), options);
+  const std::vector<int64_t> sizes = runtime::decodeGraphSizes(4);
+  ASSERT_EQ(counting.tuned.size(), sizes.size());
+  ASSERT_TRUE(counting.gemms.empty());  // tuning runs nothing itself on this backend
+
+  // A decode forward of two sequences (one token each).
+  std::vector<int32_t> tables[2] = {{0}, {1}};
+  runtime::ForwardBatch batch;
+  for (int s = 0; s < 2; ++s)
+    batch.addChunk({&prompts[0][size_t(s)], 1}, 0, tables[s], executor.pageSize());
+  std::vector<int32_t> tokens;
+  executor.forwardGreedy(batch, tokens);
+  const std::vector<runtime::GemmArgs> &tuned = counting.tuned[1];  // size 2
+  ASSERT_EQ(sizes[1], 2);
+  ASSERT_EQ(counting.gemms.size(), tuned.size());
+  ASSERT_FALSE(tuned.empty());
+  for (size_t i = 0; i < tuned.size(); ++i) {
+    const runtime::GemmArgs &a = tuned[i], &b = counting.gemms[i];
+    EXPECT_EQ(a.rows, 2);
+    EXPECT_EQ(std::tie(a.input, a.weight, a.bias, a.out, a.rows, a.n, a.k, a.input_dtype, a.out_dtype),
+              std::tie(b.input, b.weight, b.bias, b.out, b.rows, b.n, b.k, b.input_dtype, b.out_dtype))
+        << "GEMM " << i;
   }
 }
 
