@@ -72,12 +72,15 @@ __device__ __forceinline__ float widen(unsigned short bits) {
   }
 }
 
+// The warps' partial sums of a tile; at namespace scope so that both dtype
+// instantiations share one buffer.
+__shared__ float partial[kWarps][4][32];
+
 // Adds the block's warps' partial sums for tile `tile` (c[i] is weight row
 // g + 8 * (i / 2), input row 2t + i % 2) and writes them with the bias.
 template <bool HALF>
 __device__ __forceinline__ void write_tile(const float (&c)[4], int tile, const unsigned short *bias, void *out,
                                            int rows, int n, bool float_output) {
-  __shared__ float partial[kWarps][4][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int i = 0; i < 4; ++i) partial[warp][i][lane] = c[i];
