@@ -233,15 +233,22 @@ private:
   std::unique_ptr<runtime::Backend> cpu_ = runtime::createBackend("cpu");
 };
 
+// Limits small enough for an executor on a CountingBackend: 64 tokens and 4
+// sequences a forward, 16 KV pages.
+runtime::ExecutorOptions smallLimits() {
+  runtime::ExecutorOptions options;
+  options.max_tokens_per_forward = 64;
+  options.max_seqs_per_forward = 4;
+  options.kv_pages = 16;
+  return options;
+}
+
 // The executor takes its device memory in one reservation at start-up; only
 // penalised rows' logit adjustments allocate later. A device too small for
 // the reservation fails before any weight loads, naming what it needed.
 TEST_P(Golden, DeviceMemoryIsOneReservation) {
   CountingBackend counting;
-  runtime::ExecutorOptions options;
-  options.max_tokens_per_forward = 64;
-  options.max_seqs_per_forward = 4;
-  options.kv_pages = 16;
+  const runtime::ExecutorOptions options = smallLimits();
   runtime::Executor one(*plan, counting, *checkpoint, caseDir.string(), options);
   EXPECT_EQ(counting.allocations, 1u);
   EXPECT_GE(one.reservedBytes(), size_t(plan::parameterBytes(*plan->plan().ranks()->Get(0))));
@@ -272,12 +279,9 @@ TEST_P(Golden, DeviceMemoryIsOneReservation) {
 // picks are picked on those calls.
 TEST_P(Golden, DecodeGemmsAreTunedPerDecodeSize) {
   CountingBackend counting;
-  runtime::ExecutorOptions options;
-  options.max_tokens_per_forward = 64;
-  options.max_seqs_per_forward = 4;
-  options.kv_pages = 16;
+  const runtime::ExecutorOptions options = smallLimits();
   runtime::Executor executor(*plan, counting, *checkpoint, caseDir.string(), options);
-  const std::vector<int64_t> sizes = runtime::decodeGraphSizes(4);
+  const std::vector<int64_t> sizes = runtime::decodeGraphSizes(options.max_seqs_per_forward);
   ASSERT_EQ(counting.tuned.size(), sizes.size());
   ASSERT_TRUE(counting.gemms.empty());  // tuning runs nothing itself on this backend
 

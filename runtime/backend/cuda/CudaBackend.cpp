@@ -287,16 +287,21 @@ bool CudaBackend::gemvTakes(const GemmArgs &g) {
   return inputs && output && gemv::takes(g.rows, g.n, g.k, aligned);
 }
 
-CudaBackend::GemmKernel CudaBackend::chosenKernel(const GemmArgs &g) const {
+// What gemm(g) runs: the tuned choice where the GEMV takes these very
+// operands, else cuBLASLt (its tuned answer, or its first for an untuned shape).
+std::pair<CudaBackend::GemmKernel, int> CudaBackend::choiceFor(const GemmArgs &g) const {
   auto choice = gemmChoices_.find(shapeOf(g));
-  return choice != gemmChoices_.end() && choice->second.kernel == GemmKernel::gemv && gemvTakes(g)
-             ? GemmKernel::gemv
-             : GemmKernel::cublasLt;
+  if (choice == gemmChoices_.end())
+    return {GemmKernel::cublasLt, 0};
+  const bool gemv = choice->second.kernel == GemmKernel::gemv && gemvTakes(g);
+  return {gemv ? GemmKernel::gemv : GemmKernel::cublasLt, choice->second.algo};
 }
 
+CudaBackend::GemmKernel CudaBackend::chosenKernel(const GemmArgs &g) const { return choiceFor(g).first; }
+
 void CudaBackend::gemm(const GemmArgs &g) {
-  auto choice = gemmChoices_.find(shapeOf(g));
-  gemm(g, chosenKernel(g), choice != gemmChoices_.end() ? choice->second.algo : 0);
+  const auto [kernel, algo] = choiceFor(g);
+  gemm(g, kernel, algo);
 }
 
 // Each shape is timed through every candidate over all of its calls in the

@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace llmc::runtime {
@@ -91,6 +92,7 @@ private:
   };
   const GemmPlan &gemmPlan(const GemmArgs &args);
   void addDependentLaunch(CUlaunchConfig &config) const;
+  std::pair<GemmKernel, int> choiceFor(const GemmArgs &args) const;  // kernel, cuBLASLt answer
 
   const cuda::Driver &driver_;
   CUdevice device_ = 0;
