@@ -39,7 +39,8 @@ const std::array kTemplates = {
                    }},
     KernelTemplate{"paged_attention", {"NUM_HEADS", "NUM_KV_HEADS", "HEAD_DIM", "PAGE_SIZE"},
                    [](Params p) {
-                     return llmc_kernels::paged_attention_launch(int(p[0]), int(p[1]));
+                     return llmc_kernels::paged_attention_launch(int(p[0]), int(p[1]), int(p[2]),
+                                                                 int(p[3]));
                    }},
     KernelTemplate{"silu_mul", {"INTERMEDIATE"},
                    [](Params p) { return llmc_kernels::silu_mul_launch(int(p[0])); }},

@@ -27,15 +27,21 @@
 //   1. each warp keeps an online softmax per row (running max m, sum l, an
 //      fp32 accumulator) over its pages. With bf16/f16 and the usual shapes
 //      it runs on tensor cores (MmaWalk: S = Q K^T and O += P V as m16n8k16
-//      MMAs, the tile's rows padded to 16, the next page's loads issued
-//      before the current page's math); otherwise (fp32, small or odd head
-//      dims, misaligned pointers) a SIMT walk (SlotWalk) serves the tile one
+//      MMAs, the tile's rows padded to 16). The warp copies each 16-key page
+//      of K and V into its own ring of kPagedAttentionStages buffers in
+//      shared memory with cp.async, two pages ahead of the math, and reads
+//      the MMA operands back with ldmatrix; the page-table entries of its
+//      pages are loaded once, one per lane, and passed round by shuffles,
+//      so no K/V load waits on a page-index load and the operands in flight
+//      take no registers. Otherwise (fp32, small or odd head dims,
+//      misaligned pointers) a SIMT walk (SlotWalk) serves the tile one
 //      token at a time. Without a cluster the warp then holds whole rows
-//      and writes them: no shared memory, no barrier;
-//   2. with a cluster, the warps leave their partials in shared memory and,
-//      after a cluster barrier, block r combines the partials of all ranks
-//      (read through distributed shared memory) for its 1/C share of the
-//      block's outputs, normalises and writes them once.
+//      and writes them: no barrier;
+//   2. with a cluster, each warp leaves its partials in its shared memory
+//      (over its ring, which it no longer needs) and, after a cluster
+//      barrier, block r combines the partials of all ranks (read through
+//      distributed shared memory) for its 1/C share of the block's outputs,
+//      normalises and writes them once.
 // Logits are kept in log2 units (scaled by log2(e)) so every exponential is
 // an exp2f.
 #pragma once
@@ -49,6 +55,10 @@ constexpr int kPagedAttentionMaxCluster = 8;  // blocks per tile
 constexpr int kPagedAttentionWarps = 4;       // warps (kv heads) per block at most
 constexpr int kPagedAttentionUnroll = 4;      // SIMT walk: keys per slot per step
 constexpr int kPagedAttentionTileRows = 16;   // query rows of one MMA tile
+// Pages of K/V a tensor-core warp holds in shared memory: the one it works
+// on and two in flight. With 128-dim heads a block of 4 warps takes 96 KB,
+// so two blocks (8 warps, 16 pages in flight) share a multiprocessor.
+constexpr int kPagedAttentionStages = 3;
 
 // Query tokens a work item serves: as many as fill 16 rows with their GQA
 // group (1 when the group alone has 16 or more heads).
@@ -60,6 +70,29 @@ constexpr int paged_attention_tile_tokens(int num_heads, int num_kv_heads) {
 // One warp per kv head, up to kPagedAttentionWarps kv heads a block.
 constexpr int paged_attention_block_threads(int num_kv_heads) {
   return 32 * (num_kv_heads < kPagedAttentionWarps ? num_kv_heads : kPagedAttentionWarps);
+}
+
+// Whether the tensor-core walk serves these shapes (16-bit dtypes only).
+constexpr bool paged_attention_uses_mma(int num_heads, int num_kv_heads, int head_dim,
+                                        int page_size, int dtype_bytes) {
+  const int rows = num_heads / num_kv_heads * paged_attention_tile_tokens(num_heads, num_kv_heads);
+  return dtype_bytes == 2 && head_dim % 64 == 0 && page_size % 16 == 0 &&
+         rows <= kPagedAttentionTileRows;
+}
+
+// Shared memory of one warp: its ring of K/V pages (tensor-core walk) or,
+// after its walk, the partials of its rows (cluster split): m, l and an fp32
+// accumulator a row. The host does not know the dtype and asks with 2 bytes,
+// an upper bound (only 16-bit dtypes have a ring).
+constexpr int paged_attention_warp_bytes(int num_heads, int num_kv_heads, int head_dim,
+                                         int page_size, int dtype_bytes) {
+  const int rows = num_heads / num_kv_heads * paged_attention_tile_tokens(num_heads, num_kv_heads);
+  const int partials = rows * (head_dim + 2) * 4;
+  const int ring =
+      paged_attention_uses_mma(num_heads, num_kv_heads, head_dim, page_size, dtype_bytes)
+          ? kPagedAttentionStages * 2 * 16 * head_dim * dtype_bytes
+          : 0;
+  return ((partials > ring ? partials : ring) + 127) / 128 * 128;
 }
 
 }  // namespace llmc_kernels
@@ -154,6 +187,15 @@ struct Tile {
   int hi[TQ];
   int klo;     // union of the tokens' key ranges
   int khi;
+};
+
+// A warp's partial results for its rows, left in shared memory when a
+// cluster splits the keys (paged_attention_warp_bytes counts them).
+template <int ROWS, int HEAD_DIM>
+struct Partials {
+  float m[ROWS];  // running max (log2 units)
+  float l[ROWS];  // sum of exp2(logit - m)
+  float acc[ROWS][HEAD_DIM];
 };
 
 // ---- SIMT walk (any dtype and head dim) --------------------------------------------
@@ -355,16 +397,15 @@ struct SlotWalk {
     }
   }
 
-  // The warp's partials into rows row0 .. row0 + GROUP - 1 of its shared slots.
-  template <int HD_STRIDE>
-  __device__ __forceinline__ void store(float* wm, float* wl, float (*wacc)[HD_STRIDE],
-                                        int row0) const {
+  // The warp's partials into rows row0 .. row0 + GROUP - 1.
+  template <int ROWS>
+  __device__ __forceinline__ void store(Partials<ROWS, HEAD_DIM>& part, int row0) const {
     const int lane = threadIdx.x & 31;
     if (lane == 0) {
 #pragma unroll
       for (int g = 0; g < GROUP; ++g) {
-        wm[row0 + g] = m[g];
-        wl[row0 + g] = l[g];
+        part.m[row0 + g] = m[g];
+        part.l[row0 + g] = l[g];
       }
     }
     if (lane < LPK) {
@@ -373,7 +414,7 @@ struct SlotWalk {
 #pragma unroll
         for (int c = 0; c < CPL; ++c)
 #pragma unroll
-          for (int e = 0; e < VW; ++e) wacc[row0 + g][(c * LPK + lane) * VW + e] = acc[g][c][e];
+          for (int e = 0; e < VW; ++e) part.acc[row0 + g][(c * LPK + lane) * VW + e] = acc[g][c][e];
     }
   }
 };
@@ -417,42 +458,80 @@ __device__ __forceinline__ unsigned pack2<__half>(float lo, float hi) {
   return *reinterpret_cast<const unsigned*>(&v);
 }
 
-__device__ __forceinline__ unsigned word(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+// ---- asynchronous copies and shared-memory operand loads (sm_80+) ----
+
+// 16 bytes from global to shared memory without passing through registers;
+// zeros when !valid (then nothing is read). L1 is bypassed: K/V are read once.
+__device__ __forceinline__ void cp_async_16(unsigned dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
-// A warp walks 16-key pages with the tile's rows as the MMA's M dimension.
-// Lane l works on rows g = l / 4 and g + 8 and quad column qd = l % 4.
-//
-// S = Q K^T, k-dimension = head dims. A dot product does not depend on the
-// order of its terms, so the head dims are assigned to the MMA's k slots in
-// the order that lets each lane load whole 16-byte chunks: in k-step s,
-// lane qd's k slots {2qd, 2qd+1, 2qd+8, 2qd+9} are dims
-// (s / 2 * 4 + qd) * 8 + (s % 2) * 4 + {0, 1, 2, 3}, for Q (A operand, rows g,
-// g + 8) and K (B operand, keys g and g + 8 of the page) alike.
-//
-// O = P V, n-dimension = head dims: output column n of n-tile nt is dim
-// n * NT + nt, so lane g loads dims [g * NT, (g + 1) * NT) of its four keys
-// (2qd, 2qd+1, 2qd+8, 2qd+9) and the accumulator of lane (g, qd) holds dims
-// [2qd * NT, (2qd + 2) * NT) of rows g and g + 8.
+// Four 8x8 matrices of 16-bit elements; lanes 8i .. 8i + 7 give the row
+// addresses of matrix i. Lane (g, qd) receives row g, columns 2qd and 2qd + 1
+// of each (TRANS: column g, rows 2qd and 2qd + 1).
+template <bool TRANS>
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
+  if constexpr (TRANS) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+  }
+}
+
+// A warp walks 16-key pages with the tile's rows as the MMA's M dimension,
+// in the standard fragment layouts: lane l works on rows g = l / 4 and g + 8
+// and quad column qd = l % 4.
+//   S = Q K^T: Q (A operand) stays in registers; K (B operand, keys as n)
+//   comes from the K rows in shared memory by ldmatrix.
+//   O += P V: P (A operand) is S's accumulator repacked; V (B operand, keys
+//   as k) comes from the V rows by ldmatrix.trans. Lane (g, qd) accumulates
+//   dims 8 nt + 2qd and 8 nt + 2qd + 1 of rows g and g + 8 (n-tile nt).
+// Page i of the warp's walk is copied into ring buffer i % STAGES while the
+// math runs STAGES - 1 pages behind. A buffer holds 16 K rows then 16 V
+// rows of HEAD_DIM elements, their 16-byte chunks XOR-swizzled by key so that
+// the 8 rows one ldmatrix phase reads fall in distinct banks.
 template <int GROUP, int TQ, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, typename T>
 struct MmaWalk {
   static constexpr int ROWS = GROUP * TQ;
   static constexpr int KSTEPS = HEAD_DIM / 16;  // k-steps of S = Q K^T
-  static constexpr int KCH = HEAD_DIM / 32;     // 16-byte chunks of a K row per lane
   static constexpr int NT = HEAD_DIM / 8;       // n-tiles of O = P V
-  static constexpr int VCH = NT / 8;            // 16-byte chunks of a V row per lane
+  static constexpr int CHUNKS = HEAD_DIM / 8;   // 16-byte chunks of a K or V row
+  static constexpr int STAGES = kPagedAttentionStages;
+  static constexpr unsigned HALF_BYTES = 16 * HEAD_DIM * sizeof(T);  // K (or V) of a page
+  static constexpr unsigned STAGE_BYTES = 2 * HALF_BYTES;
   static_assert(ROWS <= 16 && HEAD_DIM % 64 == 0 && PAGE_SIZE % 16 == 0 && sizeof(T) == 2,
                 "shape the tensor-core walk does not fit");
+  static_assert(STAGES >= 2, "the ring needs a buffer in flight");
 
   float m[2];  // rows g, g + 8 (log2 units)
   float l[2];  // this lane's share until the end of run()
   float o[NT][4];
 
+  static __device__ __forceinline__ unsigned chunk_offset(int key, int chunk) {
+    return static_cast<unsigned>(key * CHUNKS + (chunk ^ (key & 7))) * 16u;
+  }
+
+  // ring: this warp's STAGES * STAGE_BYTES of shared memory.
   __device__ __forceinline__ void run(const T* q, int q_stride, const T* k_cache,
                                       const T* v_cache, const int* pages, int kvh,
                                       const Tile<TQ>& tile, float scale_log2, int warp0,
-                                      int nwarps) {
+                                      int nwarps, void* ring) {
     const int lane = threadIdx.x & 31;
     const int g = lane >> 2;
     const int qd = lane & 3;
@@ -469,15 +548,11 @@ struct MmaWalk {
       rlo[h] = real ? tile.lo[token < TQ ? token : 0] : 1;
       rhi[h] = real ? tile.hi[token < TQ ? token : 0] : 0;
       const T* q_row = q + static_cast<long long>(tile.t0 + (real ? token : 0)) * q_stride +
-                       (kvh * GROUP + row % GROUP) * HEAD_DIM;
+                       (kvh * GROUP + row % GROUP) * HEAD_DIM + 2 * qd;
 #pragma unroll
-      for (int j = 0; j < KCH; ++j) {
-        const uint4 v = real ? *reinterpret_cast<const uint4*>(q_row + (j * 4 + qd) * 8)
-                             : make_uint4(0, 0, 0, 0);
-        qa[2 * j][h] = v.x;
-        qa[2 * j][2 + h] = v.y;
-        qa[2 * j + 1][h] = v.z;
-        qa[2 * j + 1][2 + h] = v.w;
+      for (int st = 0; st < KSTEPS; ++st) {
+        qa[st][h] = real ? *reinterpret_cast<const unsigned*>(q_row + 16 * st) : 0u;
+        qa[st][2 + h] = real ? *reinterpret_cast<const unsigned*>(q_row + 16 * st + 8) : 0u;
       }
     }
 #pragma unroll
@@ -485,61 +560,61 @@ struct MmaWalk {
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[nt][e] = 0.f;
 
-    const int first = tile.klo / 16, last = tile.khi / 16;
-    constexpr int KEY_STRIDE = NUM_KV_HEADS * HEAD_DIM;
-    // K and V fragments of page kp. Keys outside [klo, khi] (the ends of the
-    // range; slots of the last page not written yet) are not loaded: zeros
-    // keep every product finite.
-    struct Frags {
-      uint4 kf[2][KCH];
-      uint4 vf[4][VCH];
-    };
-    auto load = [&](int kp, Frags& f) {
-      const int base = kp * 16;
-      const long long page = pages[base / PAGE_SIZE];
-      const T* k_page = k_cache + ((page * PAGE_SIZE + base % PAGE_SIZE) * NUM_KV_HEADS + kvh) *
-                                      static_cast<long long>(HEAD_DIM);
-      const T* v_page = v_cache + (k_page - k_cache);
-#pragma unroll
-      for (int nt2 = 0; nt2 < 2; ++nt2) {
-        const int key = nt2 * 8 + g;
-        const bool ok = base + key >= tile.klo && base + key <= tile.khi;
-#pragma unroll
-        for (int c = 0; c < KCH; ++c)
-          f.kf[nt2][c] = ok ? *reinterpret_cast<const uint4*>(k_page + key * KEY_STRIDE + (c * 4 + qd) * 8)
-                            : make_uint4(0, 0, 0, 0);
+    // The warp's pages: 16-key pages first, first + nwarps, ... <= last.
+    const int first = tile.klo / 16 + warp0, last = tile.khi / 16;
+    const int count = first <= last ? (last - first) / nwarps + 1 : 0;
+    const unsigned ring_base = static_cast<unsigned>(__cvta_generic_to_shared(ring));
+
+    // Page-table entries of walk pages i0 .. i0 + 31, one a lane.
+    int lane_page = 0;
+    // Starts the copy of walk page i into its buffer (issued in order of i).
+    // Keys outside [klo, khi] (the ends of the range; slots of the last page
+    // not written yet) are zero-filled, not read: every product stays finite.
+    auto issue = [&](int i) {
+      if (i % 32 == 0) {
+        const int j = i + lane;
+        lane_page = j < count ? pages[(first + j * nwarps) * 16 / PAGE_SIZE] : 0;
       }
+      const long long page = __shfl_sync(0xffffffffu, lane_page, i % 32);
+      const int base = (first + i * nwarps) * 16;
+      const long long key0 = (page * PAGE_SIZE + base % PAGE_SIZE) * NUM_KV_HEADS + kvh;
+      const unsigned dst = ring_base + static_cast<unsigned>(i % STAGES) * STAGE_BYTES;
 #pragma unroll
-      for (int a = 0; a < 4; ++a) {
-        const int key = 2 * qd + (a & 1) + (a >> 1) * 8;
+      for (int c = lane; c < 16 * CHUNKS; c += 32) {
+        const int key = c / CHUNKS, chunk = c % CHUNKS;
         const bool ok = base + key >= tile.klo && base + key <= tile.khi;
-#pragma unroll
-        for (int c = 0; c < VCH; ++c)
-          f.vf[a][c] = ok ? *reinterpret_cast<const uint4*>(v_page + key * KEY_STRIDE + g * NT + c * 8)
-                          : make_uint4(0, 0, 0, 0);
+        const long long src = (key0 + key * NUM_KV_HEADS) * HEAD_DIM + chunk * 8;
+        cp_async_16(dst + chunk_offset(key, chunk), k_cache + src, ok);
+        cp_async_16(dst + HALF_BYTES + chunk_offset(key, chunk), v_cache + src, ok);
       }
     };
-    // The next page's loads are issued before this page's math.
-    Frags cur;
-    if (first + warp0 <= last) load(first + warp0, cur);
-    for (int kp = first + warp0; kp <= last; kp += nwarps) {
-      Frags next;
-      if (kp + nwarps <= last) load(kp + nwarps, next);
-      const int base = kp * 16;
-      const auto& kf = cur.kf;
-      const auto& vf = cur.vf;
+
+    // One commit group per page (empty past the end), so that waiting for
+    // all but STAGES - 2 groups means page i has landed.
+#pragma unroll
+    for (int i = 0; i < STAGES - 1; ++i) {
+      if (i < count) issue(i);
+      cp_async_commit();
+    }
+    for (int i = 0; i < count; ++i) {
+      cp_async_wait<STAGES - 2>();
+      __syncwarp();  // page i visible to all lanes; page i - 1's buffer free
+      if (i + STAGES - 1 < count) issue(i + STAGES - 1);
+      cp_async_commit();
+      const unsigned k_tile = ring_base + static_cast<unsigned>(i % STAGES) * STAGE_BYTES;
+      const unsigned v_tile = k_tile + HALF_BYTES;
+      const int base = (first + i * nwarps) * 16;
 
       // S: rows x 16 keys; s[nt2][2h + e] = (row g + 8h, key nt2 * 8 + 2qd + e).
-      float s[2][4];
+      // Matrices of one ldmatrix: keys 0-7 and 8-15 by dims 16st.. and 16st + 8...
+      float s[2][4] = {};
 #pragma unroll
-      for (int nt2 = 0; nt2 < 2; ++nt2) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[nt2][e] = 0.f;
-#pragma unroll
-        for (int st = 0; st < KSTEPS; ++st) {
-          const uint4& k = kf[nt2][st / 2];
-          mma_16816<T>(s[nt2], qa[st], st % 2 ? k.z : k.x, st % 2 ? k.w : k.y);
-        }
+      for (int st = 0; st < KSTEPS; ++st) {
+        unsigned kb[4];
+        ldmatrix_x4<false>(kb, k_tile + chunk_offset((lane >> 4) * 8 + (lane & 7),
+                                                     2 * st + ((lane >> 3) & 1)));
+        mma_16816<T>(s[0], qa[st], kb[0], kb[1]);
+        mma_16816<T>(s[1], qa[st], kb[2], kb[3]);
       }
 
       // Online softmax per row; a row's 16 keys sit in the 4 lanes of a quad.
@@ -577,18 +652,20 @@ struct MmaWalk {
       }
 
       // O += P V: P is the A operand straight from S's accumulator layout.
+      // Matrices of one ldmatrix.trans: keys 0-7 and 8-15 by dims 8nt.. and 8nt + 8...
       const unsigned pa[4] = {pack2<T>(s[0][0], s[0][1]), pack2<T>(s[0][2], s[0][3]),
                               pack2<T>(s[1][0], s[1][1]), pack2<T>(s[1][2], s[1][3])};
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        const int w = nt / 2;  // 32-bit word of this lane's NT dims
-        const unsigned sel = nt % 2 ? 0x7632u : 0x5410u;  // high or low halves
-        const unsigned b0 = __byte_perm(word(vf[0][w / 4], w % 4), word(vf[1][w / 4], w % 4), sel);
-        const unsigned b1 = __byte_perm(word(vf[2][w / 4], w % 4), word(vf[3][w / 4], w % 4), sel);
-        mma_16816<T>(o[nt], pa, b0, b1);
+      for (int nt = 0; nt < NT; nt += 2) {
+        unsigned vb[4];
+        ldmatrix_x4<true>(vb, v_tile + chunk_offset(((lane >> 3) & 1) * 8 + (lane & 7),
+                                                    nt + (lane >> 4)));
+        mma_16816<T>(o[nt], pa, vb[0], vb[1]);
+        mma_16816<T>(o[nt + 1], pa, vb[2], vb[3]);
       }
-      cur = next;
     }
+    cp_async_wait<0>();
+    __syncwarp();  // the ring is free for the partials
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
@@ -598,7 +675,6 @@ struct MmaWalk {
 
   // The normalised output of rows [0, rows) (no other block holds a part of
   // them): row r is query head kvh * GROUP + r % GROUP of token t0 + r / GROUP.
-  // Lane (g, qd) holds dims [2qd NT, (2qd + 2) NT) of its rows: 16-byte stores.
   __device__ __forceinline__ void write(T* out, int q_stride, int t0, int kvh, int rows) const {
     const int lane = threadIdx.x & 31;
     const int g = lane >> 2;
@@ -609,24 +685,16 @@ struct MmaWalk {
       if (row >= rows) continue;
       const float inv = l[h] > 0.f ? 1.f / l[h] : 0.f;
       T* dst = out + static_cast<long long>(t0 + row / GROUP) * q_stride +
-               (kvh * GROUP + row % GROUP) * HEAD_DIM + 2 * qd * NT;
+               (kvh * GROUP + row % GROUP) * HEAD_DIM + 2 * qd;
 #pragma unroll
-      for (int c = 0; c < 2 * NT / 8; ++c) {
-        Vec<T, 8> v;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          const int j = c * 8 + e;
-          v.v[e] = from_float<T>((j < NT ? o[j][2 * h] : o[j - NT][2 * h + 1]) * inv);
-        }
-        store_vec<8>(dst, c, v);
-      }
+      for (int nt = 0; nt < NT; ++nt)
+        *reinterpret_cast<unsigned*>(dst + 8 * nt) =
+            pack2<T>(o[nt][2 * h] * inv, o[nt][2 * h + 1] * inv);
     }
   }
 
-  // Rows [0, rows) of the warp's shared slots (the tile's real rows).
-  template <int HD_STRIDE>
-  __device__ __forceinline__ void store(float* wm, float* wl, float (*wacc)[HD_STRIDE],
-                                        int rows) const {
+  // Rows [0, rows) of the warp's partials (the tile's real rows).
+  __device__ __forceinline__ void store(Partials<ROWS, HEAD_DIM>& part, int rows) const {
     const int lane = threadIdx.x & 31;
     const int g = lane >> 2;
     const int qd = lane & 3;
@@ -635,33 +703,24 @@ struct MmaWalk {
       const int row = g + 8 * h;
       if (row >= rows) continue;
       if (qd == 0) {
-        wm[row] = m[h];
-        wl[row] = l[h];
+        part.m[row] = m[h];
+        part.l[row] = l[h];
       }
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
-        wacc[row][2 * qd * NT + nt] = o[nt][2 * h];
-        wacc[row][(2 * qd + 1) * NT + nt] = o[nt][2 * h + 1];
+        part.acc[row][8 * nt + 2 * qd] = o[nt][2 * h];
+        part.acc[row][8 * nt + 2 * qd + 1] = o[nt][2 * h + 1];
       }
     }
   }
 };
 #endif  // LLMC_PAGED_ATTENTION_MMA
 
-template <typename T, int HEAD_DIM, int PAGE_SIZE, int ROWS>
+template <typename T, int NUM_HEADS, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE>
 constexpr bool use_mma() {
-  return LLMC_PAGED_ATTENTION_MMA && sizeof(T) == 2 && HEAD_DIM % 64 == 0 &&
-         PAGE_SIZE % 16 == 0 && ROWS <= 16;
+  return LLMC_PAGED_ATTENTION_MMA &&
+         paged_attention_uses_mma(NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, sizeof(T));
 }
-
-// Shared memory of one block, used only when a cluster splits the keys:
-// per warp (kv head), the partials of its tile's rows.
-template <int HEADS, int ROWS, int HEAD_DIM>
-struct PagedAttentionSmem {
-  float wm[HEADS][ROWS];  // running max (log2 units)
-  float wl[HEADS][ROWS];  // sum of exp2(logit - m)
-  float wacc[HEADS][ROWS][HEAD_DIM];
-};
 
 // The key ranges of tokens t0 .. t0 + tokens - 1 (tokens <= 0: an empty tile).
 template <int TQ>
@@ -710,8 +769,11 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   constexpr int HEADS = paged_attention_block_threads(NUM_KV_HEADS) / 32;
   constexpr int BLOCK = HEADS * 32;
   namespace pad = paged_attention_detail;
-  using Smem = pad::PagedAttentionSmem<HEADS, ROWS, HEAD_DIM>;
-  static_assert(sizeof(Smem) <= 48 * 1024, "GQA group x head_dim too large for paged_attention");
+  using Part = pad::Partials<ROWS, HEAD_DIM>;
+  constexpr int WARP_BYTES =
+      paged_attention_warp_bytes(NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, sizeof(T));
+  static_assert(HEADS * WARP_BYTES <= 227 * 1024,
+                "GQA group x head_dim too large for paged_attention");
 
   const unsigned csize = pad::cluster_size();
   const unsigned rank = pad::cluster_rank();
@@ -732,7 +794,11 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   const int* pages = kv_page_indices + kv_indptr[seq];
   const bool clustered = csize > 1;  // block `rank` walks pages rank, rank + C, ...
 
-  __shared__ Smem sm;
+  // Each warp's ring (tensor-core walk) and then its partials; the runtime
+  // launches with paged_attention_launch's shared_bytes, at least
+  // HEADS * WARP_BYTES.
+  extern __shared__ __align__(128) unsigned char smem[];
+  auto warp_part = [&](int w) -> Part& { return *reinterpret_cast<Part*>(smem + w * WARP_BYTES); };
   const float scale_log2 = scale * pad::kLog2e;
   constexpr int Q_STRIDE = NUM_HEADS * HEAD_DIM;
 
@@ -740,15 +806,15 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   // the warp holds whole rows and writes them.
   if (has_head) {
     bool done = false;
-    if constexpr (pad::use_mma<T, HEAD_DIM, PAGE_SIZE, ROWS>()) {
+    if constexpr (pad::use_mma<T, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE>()) {
 #if LLMC_PAGED_ATTENTION_MMA
       if (is_aligned(q, 16) && is_aligned(k_cache, 16) && is_aligned(v_cache, 16) &&
           is_aligned(out, 16)) {
         pad::MmaWalk<GROUP, TQ, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, T> w;
         w.run(q, Q_STRIDE, k_cache, v_cache, pages, kvh, tile, scale_log2, static_cast<int>(rank),
-              static_cast<int>(csize));
+              static_cast<int>(csize), smem + warp * WARP_BYTES);
         if (clustered) {
-          w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp], rows);
+          w.store(warp_part(warp), rows);
         } else {
           w.write(out, Q_STRIDE, t0, kvh, rows);
         }
@@ -767,7 +833,7 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
           w.run(q + head0, k_cache, v_cache, pages, kvh, tile.lo[i], keys, scale_log2,
                 static_cast<int>(rank), static_cast<int>(csize));
           if (clustered) {
-            w.store(sm.wm[warp], sm.wl[warp], sm.wacc[warp], i * GROUP);
+            w.store(warp_part(warp), i * GROUP);
           } else {
             w.write(out + head0);
           }
@@ -798,13 +864,14 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
     const int r = i / HEAD_DIM % rows;
     const int d = i % HEAD_DIM;
     float mx = neg_inf();
-    for (unsigned b = 0; b < csize; ++b) mx = fmaxf(mx, *pad::map_rank(&sm.wm[h][r], b));
+    const Part& part = warp_part(h);
+    for (unsigned b = 0; b < csize; ++b) mx = fmaxf(mx, *pad::map_rank(&part.m[r], b));
     float o = 0.f, den = 0.f;
     for (unsigned b = 0; b < csize; ++b) {
-      const float mb = *pad::map_rank(&sm.wm[h][r], b);
+      const float mb = *pad::map_rank(&part.m[r], b);
       const float wb = mb == neg_inf() ? 0.f : exp2f(mb - mx);
-      o += wb * *pad::map_rank(&sm.wacc[h][r][d], b);
-      den += wb * *pad::map_rank(&sm.wl[h][r], b);
+      o += wb * *pad::map_rank(&part.acc[r][d], b);
+      den += wb * *pad::map_rank(&part.l[r], b);
     }
     const long long t = t0 + r / GROUP;
     const int head = (static_cast<int>(blockIdx.y) * HEADS + h) * GROUP + r % GROUP;
@@ -825,13 +892,16 @@ namespace llmc_kernels {
 // TILE_TOKENS) of them (enough for every sequence's tiles, see the top of
 // the file); the runtime multiplies x by the cluster size it picks. y: one
 // block per kPagedAttentionWarps kv heads.
-constexpr LaunchShape paged_attention_launch(int num_heads, int num_kv_heads) {
+constexpr LaunchShape paged_attention_launch(int num_heads, int num_kv_heads, int head_dim,
+                                             int page_size) {
   const int tile_tokens = paged_attention_tile_tokens(num_heads, num_kv_heads);
   const int block_threads = paged_attention_block_threads(num_kv_heads);
   LaunchShape s;
   s.grid_x = SymExpr{1, tile_tokens - 1, 0, tile_tokens};
   s.grid_y = SymExpr{0, 0, num_kv_heads, block_threads / 32};
   s.block_threads = block_threads;
+  s.shared_bytes = block_threads / 32 *
+                   paged_attention_warp_bytes(num_heads, num_kv_heads, head_dim, page_size, 2);
   s.max_cluster = kPagedAttentionMaxCluster;
   return s;
 }

@@ -14,7 +14,9 @@ Runs the prebuilt llmrun (--backend cuda) on engines compiled here
   * build/test/backend_test on the CUDA backend: the device sampler gives
     every row of every filter, penalty and special value the host Sampler's
     token, logprob and top logprobs; GEMMs through the decode GEMV and through
-    cuBLASLt meet fp64 sums of the same 16-bit values.
+    cuBLASLt meet fp64 sums of the same 16-bit values; paged attention (the
+    plan's kernel on the test's own ragged batches, on an fp32 engine and on
+    the bf16 8B-shaped one) meets an fp64 softmax.
 Prints one table of pass/fail per case.
 usage: python3 test/gpu/check.py LLMRUN ENGINES_DIR WORK_DIR
 """
@@ -161,10 +163,9 @@ def shaped(case, seed=0):
         rel_l2(logits[0], single) <= 1e-3)
 
 
-def backend_test(case, check, gtest_filter):
+def backend_test(case, check, gtest_filter, engine="llama_gqa_rope3"):
     test = os.path.join(os.path.dirname(LLMRUN), "..", "test", "backend_test")
-    env = dict(os.environ, LLMC_TEST_BACKEND="cuda",
-               LLMC_TEST_ENGINE=os.path.join(ENGINES, "llama_gqa_rope3"))
+    env = dict(os.environ, LLMC_TEST_BACKEND="cuda", LLMC_TEST_ENGINE=os.path.join(ENGINES, engine))
     done = subprocess.run([test, "--gtest_filter=" + gtest_filter], capture_output=True, text=True, env=env)
     last = [line for line in done.stdout.splitlines() if "PASSED" in line or "FAILED" in line]
     if done.returncode != 0:
@@ -177,6 +178,8 @@ def main():
     print(torch.cuda.get_device_name(0), torch.__version__, flush=True)
     backend_test("sampling", "device rows == host Sampler", "BackendSample.*")
     backend_test("gemm", "GEMV, cuBLASLt == fp64 sums", "BackendGemm.*:GemvShape.*")
+    backend_test("attention fp32", "SIMT walk == fp64", "BackendAttention.*")
+    backend_test("attention bf16", "tensor-core walk == fp64", "BackendAttention.*", "llama-3.1-8b-4l")
     for case in sorted(os.listdir(os.path.join(ROOT, "test/golden/cases"))):
         golden(case)
     for case in sorted(os.listdir(os.path.join(ROOT, "test/gpu/configs"))):

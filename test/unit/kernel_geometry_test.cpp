@@ -72,7 +72,12 @@ TEST(KernelGeometry, AttentionCoversEveryTileOfEveryKvHead) {
   // One warp per kv head, 4 a block: 2 block rows for 8 kv heads.
   EXPECT_EQ(shape.grid_y.eval(100, 4), 2);
   EXPECT_EQ(shape.block_threads, 128);
-  EXPECT_EQ(shape.shared_bytes, 0);
+  // Each warp's ring: 3 pages of 16 keys of K and V, 128 dims of 2 bytes.
+  EXPECT_EQ(shape.shared_bytes, 4 * 3 * 2 * 16 * 128 * 2);
+  // Without a ring (fp32; head dims the tensor-core walk does not take), a
+  // warp needs room for its rows' partials only: m, l and the accumulators.
+  EXPECT_EQ(llmc_kernels::paged_attention_warp_bytes(32, 8, 128, 16, 4), 16 * 130 * 4);
+  EXPECT_EQ(launch("paged_attention", {32, 8, 80, 16}).shared_bytes, 4 * 16 * 82 * 4);
   EXPECT_EQ(shape.max_cluster, 8);
   // 2 kv heads (Qwen2.5-0.5B): blocks of 2 warps; 6: 2 rows, the last half full.
   EXPECT_EQ(launch("paged_attention", {14, 2, 64, 16}).block_threads, 64);

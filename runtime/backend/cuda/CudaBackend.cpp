@@ -154,6 +154,13 @@ void CudaBackend::loadKernels(const plan::Plan &plan) {
       driver_.check(driver_.cuFuncSetAttribute(function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                                kernel.shared_bytes()),
                     "cuFuncSetAttribute");
+    // Kernels that stage data in shared memory (attention's K/V rings) want
+    // as many blocks a multiprocessor as it holds, not a larger L1.
+    if (kernel.shared_bytes() > 0)
+      driver_.check(driver_.cuFuncSetAttribute(function,
+                                               CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                                               CU_SHAREDMEM_CARVEOUT_MAX_SHARED),
+                    "cuFuncSetAttribute");
     functions_.push_back(function);
   }
 }
