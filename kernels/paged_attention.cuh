@@ -42,6 +42,13 @@
 //      barrier, block r combines the partials of all ranks (read through
 //      distributed shared memory) for its 1/C share of the block's outputs,
 //      normalises and writes them once.
+// Prefill on tensor cores without a cluster (a sequence with more than one
+// tile) goes otherwise, so that K/V are not fetched once per tile: the block
+// of every 4th tile of the sequence serves that tile and the next 3 (their
+// blocks exit), one warp a tile, under each of its kv heads in turn; the
+// block fills one ring of pages for all its warps (kPagedAttentionSharedStages
+// buffers over the same shared memory, a barrier a page), and each warp
+// skips the pages outside its own tile's keys.
 // Logits are kept in log2 units (scaled by log2(e)) so every exponential is
 // an exp2f.
 #pragma once
@@ -59,6 +66,8 @@ constexpr int kPagedAttentionTileRows = 16;   // query rows of one MMA tile
 // on and two in flight. With 128-dim heads a block of 4 warps takes 96 KB,
 // so two blocks (8 warps, 16 pages in flight) share a multiprocessor.
 constexpr int kPagedAttentionStages = 3;
+// Pages in the ring a whole block shares in prefill (see the kernel).
+constexpr int kPagedAttentionSharedStages = 4;
 
 // Query tokens a work item serves: as many as fill 16 rows with their GQA
 // group (1 when the group alone has 16 or more heads).
@@ -494,50 +503,88 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
   }
 }
 
-// A warp walks 16-key pages with the tile's rows as the MMA's M dimension,
-// in the standard fragment layouts: lane l works on rows g = l / 4 and g + 8
-// and quad column qd = l % 4.
+// The page-table entries of a walk over 16-key pages first, first + step,
+// ... (count of them): loaded 32 at a time, one a lane, and handed out by
+// shuffles, so no K/V copy waits on a page-index load. at(i) is called by
+// whole warps for i = 0, 1, 2, ... in order.
+template <int PAGE_SIZE>
+struct WalkPages {
+  const int* pages;  // the sequence's page table
+  int first, step, count;
+  int lane_page = 0;  // entry of walk page (i / 32) * 32 + lane
+
+  __device__ __forceinline__ long long at(int i) {
+    if (i % 32 == 0) {
+      const int j = i + (threadIdx.x & 31);
+      lane_page = j < count ? pages[(first + j * step) * 16 / PAGE_SIZE] : 0;
+    }
+    return __shfl_sync(0xffffffffu, lane_page, i % 32);
+  }
+};
+
+// Starts copying the 16 keys from position `base` (page-table entry `page`)
+// of kv head kvh into a page buffer at shared address dst: 16 K rows, then
+// 16 V rows of HEAD_DIM elements, their 16-byte chunks XOR-swizzled by key so
+// that the 8 rows one ldmatrix phase reads fall in distinct banks. Keys
+// outside [klo, khi] (the ends of the range; slots of the last page not
+// written yet) are zero-filled, not read: every product stays finite.
+// Threads tid = 0 .. THREADS - 1 share the chunks.
+template <int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, int THREADS, typename T>
+__device__ __forceinline__ void copy_page(unsigned dst, const T* k_cache, const T* v_cache,
+                                          long long page, int base, int kvh, int klo, int khi,
+                                          int tid) {
+  constexpr int CHUNKS = HEAD_DIM / 8;
+  constexpr unsigned HALF_BYTES = 16 * HEAD_DIM * sizeof(T);
+  const long long key0 = (page * PAGE_SIZE + base % PAGE_SIZE) * NUM_KV_HEADS + kvh;
+#pragma unroll
+  for (int c0 = 0; c0 < 16 * CHUNKS; c0 += THREADS) {
+    const int c = c0 + tid;
+    if (16 * CHUNKS % THREADS != 0 && c >= 16 * CHUNKS) break;
+    const int key = c / CHUNKS, chunk = c % CHUNKS;
+    const bool ok = base + key >= klo && base + key <= khi;
+    const long long src = (key0 + key * NUM_KV_HEADS) * HEAD_DIM + chunk * 8;
+    const unsigned at = static_cast<unsigned>(key * CHUNKS + (chunk ^ (key & 7))) * 16u;
+    cp_async_16(dst + at, k_cache + src, ok);
+    cp_async_16(dst + HALF_BYTES + at, v_cache + src, ok);
+  }
+}
+
+// A warp's rows of one tile under one kv head, walked over 16-key pages on
+// tensor cores in the standard fragment layouts: lane l works on rows
+// g = l / 4 and g + 8 and quad column qd = l % 4.
 //   S = Q K^T: Q (A operand) stays in registers; K (B operand, keys as n)
-//   comes from the K rows in shared memory by ldmatrix.
+//   comes from a page buffer's K rows by ldmatrix.
 //   O += P V: P (A operand) is S's accumulator repacked; V (B operand, keys
 //   as k) comes from the V rows by ldmatrix.trans. Lane (g, qd) accumulates
 //   dims 8 nt + 2qd and 8 nt + 2qd + 1 of rows g and g + 8 (n-tile nt).
-// Page i of the warp's walk is copied into ring buffer i % STAGES while the
-// math runs STAGES - 1 pages behind. A buffer holds 16 K rows then 16 V
-// rows of HEAD_DIM elements, their 16-byte chunks XOR-swizzled by key so that
-// the 8 rows one ldmatrix phase reads fall in distinct banks.
+// begin() loads Q, step() takes one page buffer (copy_page's layout),
+// finish() completes the row sums; where the buffers come from is the
+// caller's: a warp's own ring (walk_own_pages) or a block's (prefill).
 template <int GROUP, int TQ, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, typename T>
 struct MmaWalk {
   static constexpr int ROWS = GROUP * TQ;
   static constexpr int KSTEPS = HEAD_DIM / 16;  // k-steps of S = Q K^T
   static constexpr int NT = HEAD_DIM / 8;       // n-tiles of O = P V
   static constexpr int CHUNKS = HEAD_DIM / 8;   // 16-byte chunks of a K or V row
-  static constexpr int STAGES = kPagedAttentionStages;
   static constexpr unsigned HALF_BYTES = 16 * HEAD_DIM * sizeof(T);  // K (or V) of a page
-  static constexpr unsigned STAGE_BYTES = 2 * HALF_BYTES;
+  static constexpr unsigned PAGE_BYTES = 2 * HALF_BYTES;
   static_assert(ROWS <= 16 && HEAD_DIM % 64 == 0 && PAGE_SIZE % 16 == 0 && sizeof(T) == 2,
                 "shape the tensor-core walk does not fit");
-  static_assert(STAGES >= 2, "the ring needs a buffer in flight");
 
   float m[2];  // rows g, g + 8 (log2 units)
-  float l[2];  // this lane's share until the end of run()
+  float l[2];  // this lane's share until finish()
   float o[NT][4];
+  int rlo[2], rhi[2];  // key ranges of rows g, g + 8 (empty for padding rows)
+  unsigned qa[KSTEPS][4];
 
   static __device__ __forceinline__ unsigned chunk_offset(int key, int chunk) {
     return static_cast<unsigned>(key * CHUNKS + (chunk ^ (key & 7))) * 16u;
   }
 
-  // ring: this warp's STAGES * STAGE_BYTES of shared memory.
-  __device__ __forceinline__ void run(const T* q, int q_stride, const T* k_cache,
-                                      const T* v_cache, const int* pages, int kvh,
-                                      const Tile<TQ>& tile, float scale_log2, int warp0,
-                                      int nwarps, void* ring) {
+  __device__ __forceinline__ void begin(const T* q, int q_stride, int kvh, const Tile<TQ>& tile) {
     const int lane = threadIdx.x & 31;
     const int g = lane >> 2;
     const int qd = lane & 3;
-
-    int rlo[2], rhi[2];  // key range of rows g, g + 8 (empty for padding rows)
-    unsigned qa[KSTEPS][4];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int row = g + 8 * h;
@@ -559,118 +606,118 @@ struct MmaWalk {
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[nt][e] = 0.f;
+  }
 
-    // The warp's pages: 16-key pages first, first + nwarps, ... <= last.
-    const int first = tile.klo / 16 + warp0, last = tile.khi / 16;
-    const int count = first <= last ? (last - first) / nwarps + 1 : 0;
-    const unsigned ring_base = static_cast<unsigned>(__cvta_generic_to_shared(ring));
+  // The keys base .. base + 15 from the page buffer at shared address buf.
+  __device__ __forceinline__ void step(unsigned buf, int base, float scale_log2) {
+    const int lane = threadIdx.x & 31;
+    const int qd = lane & 3;
+    const unsigned k_tile = buf, v_tile = buf + HALF_BYTES;
 
-    // Page-table entries of walk pages i0 .. i0 + 31, one a lane.
-    int lane_page = 0;
-    // Starts the copy of walk page i into its buffer (issued in order of i).
-    // Keys outside [klo, khi] (the ends of the range; slots of the last page
-    // not written yet) are zero-filled, not read: every product stays finite.
-    auto issue = [&](int i) {
-      if (i % 32 == 0) {
-        const int j = i + lane;
-        lane_page = j < count ? pages[(first + j * nwarps) * 16 / PAGE_SIZE] : 0;
-      }
-      const long long page = __shfl_sync(0xffffffffu, lane_page, i % 32);
-      const int base = (first + i * nwarps) * 16;
-      const long long key0 = (page * PAGE_SIZE + base % PAGE_SIZE) * NUM_KV_HEADS + kvh;
-      const unsigned dst = ring_base + static_cast<unsigned>(i % STAGES) * STAGE_BYTES;
+    // S: rows x 16 keys; s[nt2][2h + e] = (row g + 8h, key nt2 * 8 + 2qd + e).
+    // Matrices of one ldmatrix: keys 0-7 and 8-15 by dims 16st.. and 16st + 8...
+    float s[2][4] = {};
 #pragma unroll
-      for (int c = lane; c < 16 * CHUNKS; c += 32) {
-        const int key = c / CHUNKS, chunk = c % CHUNKS;
-        const bool ok = base + key >= tile.klo && base + key <= tile.khi;
-        const long long src = (key0 + key * NUM_KV_HEADS) * HEAD_DIM + chunk * 8;
-        cp_async_16(dst + chunk_offset(key, chunk), k_cache + src, ok);
-        cp_async_16(dst + HALF_BYTES + chunk_offset(key, chunk), v_cache + src, ok);
-      }
-    };
-
-    // One commit group per page (empty past the end), so that waiting for
-    // all but STAGES - 2 groups means page i has landed.
-#pragma unroll
-    for (int i = 0; i < STAGES - 1; ++i) {
-      if (i < count) issue(i);
-      cp_async_commit();
+    for (int st = 0; st < KSTEPS; ++st) {
+      unsigned kb[4];
+      ldmatrix_x4<false>(kb, k_tile + chunk_offset((lane >> 4) * 8 + (lane & 7),
+                                                   2 * st + ((lane >> 3) & 1)));
+      mma_16816<T>(s[0], qa[st], kb[0], kb[1]);
+      mma_16816<T>(s[1], qa[st], kb[2], kb[3]);
     }
-    for (int i = 0; i < count; ++i) {
-      cp_async_wait<STAGES - 2>();
-      __syncwarp();  // page i visible to all lanes; page i - 1's buffer free
-      if (i + STAGES - 1 < count) issue(i + STAGES - 1);
-      cp_async_commit();
-      const unsigned k_tile = ring_base + static_cast<unsigned>(i % STAGES) * STAGE_BYTES;
-      const unsigned v_tile = k_tile + HALF_BYTES;
-      const int base = (first + i * nwarps) * 16;
 
-      // S: rows x 16 keys; s[nt2][2h + e] = (row g + 8h, key nt2 * 8 + 2qd + e).
-      // Matrices of one ldmatrix: keys 0-7 and 8-15 by dims 16st.. and 16st + 8...
-      float s[2][4] = {};
+    // Online softmax per row; a row's 16 keys sit in the 4 lanes of a quad.
 #pragma unroll
-      for (int st = 0; st < KSTEPS; ++st) {
-        unsigned kb[4];
-        ldmatrix_x4<false>(kb, k_tile + chunk_offset((lane >> 4) * 8 + (lane & 7),
-                                                     2 * st + ((lane >> 3) & 1)));
-        mma_16816<T>(s[0], qa[st], kb[0], kb[1]);
-        mma_16816<T>(s[1], qa[st], kb[2], kb[3]);
-      }
-
-      // Online softmax per row; a row's 16 keys sit in the 4 lanes of a quad.
+    for (int h = 0; h < 2; ++h) {
+      float mx = m[h];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float mx = m[h];
+      for (int nt2 = 0; nt2 < 2; ++nt2)
 #pragma unroll
-        for (int nt2 = 0; nt2 < 2; ++nt2)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int key = base + nt2 * 8 + 2 * qd + e;
-            float& x = s[nt2][2 * h + e];
-            x = key >= rlo[h] && key <= rhi[h] ? x * scale_log2 : neg_inf();
-            mx = fmaxf(mx, x);
-          }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float alpha = m[h] == mx ? 1.f : exp2f(m[h] - mx);
-        float sum = 0.f;
-#pragma unroll
-        for (int nt2 = 0; nt2 < 2; ++nt2)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float& x = s[nt2][2 * h + e];
-            x = x == neg_inf() ? 0.f : exp2f(x - mx);
-            sum += x;
-          }
-        l[h] = l[h] * alpha + sum;
-        m[h] = mx;
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          o[nt][2 * h] *= alpha;
-          o[nt][2 * h + 1] *= alpha;
+        for (int e = 0; e < 2; ++e) {
+          const int key = base + nt2 * 8 + 2 * qd + e;
+          float& x = s[nt2][2 * h + e];
+          x = key >= rlo[h] && key <= rhi[h] ? x * scale_log2 : neg_inf();
+          mx = fmaxf(mx, x);
         }
-      }
-
-      // O += P V: P is the A operand straight from S's accumulator layout.
-      // Matrices of one ldmatrix.trans: keys 0-7 and 8-15 by dims 8nt.. and 8nt + 8...
-      const unsigned pa[4] = {pack2<T>(s[0][0], s[0][1]), pack2<T>(s[0][2], s[0][3]),
-                              pack2<T>(s[1][0], s[1][1]), pack2<T>(s[1][2], s[1][3])};
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float alpha = m[h] == mx ? 1.f : exp2f(m[h] - mx);
+      float sum = 0.f;
 #pragma unroll
-      for (int nt = 0; nt < NT; nt += 2) {
-        unsigned vb[4];
-        ldmatrix_x4<true>(vb, v_tile + chunk_offset(((lane >> 3) & 1) * 8 + (lane & 7),
-                                                    nt + (lane >> 4)));
-        mma_16816<T>(o[nt], pa, vb[0], vb[1]);
-        mma_16816<T>(o[nt + 1], pa, vb[2], vb[3]);
+      for (int nt2 = 0; nt2 < 2; ++nt2)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[nt2][2 * h + e];
+          x = x == neg_inf() ? 0.f : exp2f(x - mx);
+          sum += x;
+        }
+      l[h] = l[h] * alpha + sum;
+      m[h] = mx;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        o[nt][2 * h] *= alpha;
+        o[nt][2 * h + 1] *= alpha;
       }
     }
-    cp_async_wait<0>();
-    __syncwarp();  // the ring is free for the partials
+
+    // O += P V: P is the A operand straight from S's accumulator layout.
+    // Matrices of one ldmatrix.trans: keys 0-7 and 8-15 by dims 8nt.. and 8nt + 8...
+    const unsigned pa[4] = {pack2<T>(s[0][0], s[0][1]), pack2<T>(s[0][2], s[0][3]),
+                            pack2<T>(s[1][0], s[1][1]), pack2<T>(s[1][2], s[1][3])};
+#pragma unroll
+    for (int nt = 0; nt < NT; nt += 2) {
+      unsigned vb[4];
+      ldmatrix_x4<true>(vb, v_tile + chunk_offset(((lane >> 3) & 1) * 8 + (lane & 7),
+                                                  nt + (lane >> 4)));
+      mma_16816<T>(o[nt], pa, vb[0], vb[1]);
+      mma_16816<T>(o[nt + 1], pa, vb[2], vb[3]);
+    }
+  }
+
+  __device__ __forceinline__ void finish() {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
       l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
     }
+  }
+
+  // The walk of one warp alone over its pages (16-key pages klo / 16 +
+  // warp0, + nwarps, ... <= khi / 16) through its own ring of
+  // kPagedAttentionStages buffers at ring: page i is copied into buffer
+  // i % STAGES while the math runs STAGES - 1 pages behind.
+  __device__ __forceinline__ void walk_own_pages(const T* k_cache, const T* v_cache,
+                                                 const int* pages, int kvh, const Tile<TQ>& tile,
+                                                 float scale_log2, int warp0, int nwarps,
+                                                 void* ring) {
+    constexpr int STAGES = kPagedAttentionStages;
+    static_assert(STAGES >= 2, "the ring needs a buffer in flight");
+    const int first = tile.klo / 16 + warp0, last = tile.khi / 16;
+    WalkPages<PAGE_SIZE> walk{pages, first, nwarps, first <= last ? (last - first) / nwarps + 1 : 0};
+    const unsigned ring_base = static_cast<unsigned>(__cvta_generic_to_shared(ring));
+    auto issue = [&](int i) {
+      copy_page<NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, 32>(
+          ring_base + static_cast<unsigned>(i % STAGES) * PAGE_BYTES, k_cache, v_cache, walk.at(i),
+          (first + i * nwarps) * 16, kvh, tile.klo, tile.khi, threadIdx.x & 31);
+    };
+    // One commit group per page (empty past the end), so that waiting for
+    // all but STAGES - 2 groups means page i has landed.
+#pragma unroll
+    for (int i = 0; i < STAGES - 1; ++i) {
+      if (i < walk.count) issue(i);
+      cp_async_commit();
+    }
+    for (int i = 0; i < walk.count; ++i) {
+      cp_async_wait<STAGES - 2>();
+      __syncwarp();  // page i visible to all lanes; page i - 1's buffer free
+      if (i + STAGES - 1 < walk.count) issue(i + STAGES - 1);
+      cp_async_commit();
+      step(ring_base + static_cast<unsigned>(i % STAGES) * PAGE_BYTES, (first + i * nwarps) * 16,
+           scale_log2);
+    }
+    cp_async_wait<0>();
+    __syncwarp();  // the ring is free for the partials
+    finish();
   }
 
   // The normalised output of rows [0, rows) (no other block holds a part of
@@ -777,7 +824,9 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
 
   const unsigned csize = pad::cluster_size();
   const unsigned rank = pad::cluster_rank();
-  const int item = blockIdx.x / csize;
+  // Items in reverse: a prefill's last tiles have the most keys, and the
+  // blocks dispatched first should be the longest, not the tail.
+  const int item = gridDim.x / csize - 1 - blockIdx.x / csize;
   const int warp = threadIdx.x / 32;
   const int kvh = blockIdx.y * HEADS + warp;
   const bool has_head = kvh < NUM_KV_HEADS;  // the last block row may have fewer heads
@@ -802,6 +851,77 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   const float scale_log2 = scale * pad::kLog2e;
   constexpr int Q_STRIDE = NUM_HEADS * HEAD_DIM;
 
+#if LLMC_PAGED_ATTENTION_MMA
+  // Prefill without a cluster (a sequence of more than one tile): the block
+  // of every HEADS-th tile of the sequence serves that tile and the next
+  // HEADS - 1 (the blocks of those exit), one warp a tile, under each of
+  // its kv heads in turn. The warps read the K/V pages from one ring the
+  // whole block fills, so each byte fetched serves HEADS tiles.
+  if constexpr (HEADS > 1 && pad::use_mma<T, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE>()) {
+    const int seq_start = qo_indptr[seq];
+    const int seq_end = min(qo_indptr[seq + 1], num_tokens);
+    if (!clustered && seq_end - seq_start > TQ && is_aligned(q, 16) && is_aligned(k_cache, 16) &&
+        is_aligned(v_cache, 16) && is_aligned(out, 16)) {
+      if ((t0 - seq_start) / TQ % HEADS != 0) return;
+      using Walk = pad::MmaWalk<GROUP, TQ, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, T>;
+      constexpr int STAGES = kPagedAttentionSharedStages;
+      static_assert(STAGES * Walk::PAGE_BYTES <= HEADS * WARP_BYTES, "ring larger than the block's");
+      const int wt0 = t0 + warp * TQ;
+      const pad::Tile<TQ> wtile =
+          pad::make_tile<TQ>(wt0, seq_end - wt0, positions, kv_len, sliding_window);
+      // The block's key range: the union of its tiles'.
+      __shared__ int tile_keys[2][HEADS];
+      if ((threadIdx.x & 31) == 0) {
+        tile_keys[0][warp] = wtile.khi >= wtile.klo ? wtile.klo : 0x7fffffff;
+        tile_keys[1][warp] = wtile.khi;
+      }
+      __syncthreads();
+      int klo = 0x7fffffff, khi = -1;
+#pragma unroll
+      for (int w = 0; w < HEADS; ++w) {
+        klo = min(klo, tile_keys[0][w]);
+        khi = max(khi, tile_keys[1][w]);
+      }
+      const int first = klo / 16;
+      pad::WalkPages<PAGE_SIZE> walk{pages, first, 1, khi >= klo ? khi / 16 - first + 1 : 0};
+      const unsigned ring = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+      const int heads = min(HEADS, NUM_KV_HEADS - static_cast<int>(blockIdx.y) * HEADS);
+      for (int head = blockIdx.y * HEADS; head < static_cast<int>(blockIdx.y) * HEADS + heads;
+           ++head) {
+        Walk w;
+        if (wtile.tokens > 0) w.begin(q, Q_STRIDE, head, wtile);
+        auto issue = [&](int i) {
+          pad::copy_page<NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, BLOCK>(
+              ring + static_cast<unsigned>(i % STAGES) * Walk::PAGE_BYTES, k_cache, v_cache,
+              walk.at(i), (first + i) * 16, head, klo, khi, threadIdx.x);
+        };
+#pragma unroll
+        for (int i = 0; i < STAGES - 1; ++i) {
+          if (i < walk.count) issue(i);
+          pad::cp_async_commit();
+        }
+        for (int i = 0; i < walk.count; ++i) {
+          pad::cp_async_wait<STAGES - 2>();
+          __syncthreads();  // page i visible to all warps; page i - 1's buffer free
+          if (i + STAGES - 1 < walk.count) issue(i + STAGES - 1);
+          pad::cp_async_commit();
+          const int base = (first + i) * 16;
+          // Pages past a warp's own keys (causal: the earlier tiles) are skipped.
+          if (wtile.tokens > 0 && base <= wtile.khi && base + 15 >= wtile.klo)
+            w.step(ring + static_cast<unsigned>(i % STAGES) * Walk::PAGE_BYTES, base, scale_log2);
+        }
+        pad::cp_async_wait<0>();
+        __syncthreads();  // the ring is free for the next kv head
+        if (wtile.tokens > 0) {
+          w.finish();
+          w.write(out, Q_STRIDE, wt0, head, wtile.tokens * GROUP);
+        }
+      }
+      return;
+    }
+  }
+#endif
+
   // Step 1: this warp's kv head over this block's pages; without a cluster
   // the warp holds whole rows and writes them.
   if (has_head) {
@@ -811,8 +931,9 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
       if (is_aligned(q, 16) && is_aligned(k_cache, 16) && is_aligned(v_cache, 16) &&
           is_aligned(out, 16)) {
         pad::MmaWalk<GROUP, TQ, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, T> w;
-        w.run(q, Q_STRIDE, k_cache, v_cache, pages, kvh, tile, scale_log2, static_cast<int>(rank),
-              static_cast<int>(csize), smem + warp * WARP_BYTES);
+        w.begin(q, Q_STRIDE, kvh, tile);
+        w.walk_own_pages(k_cache, v_cache, pages, kvh, tile, scale_log2, static_cast<int>(rank),
+                         static_cast<int>(csize), smem + warp * WARP_BYTES);
         if (clustered) {
           w.store(warp_part(warp), rows);
         } else {

@@ -3,7 +3,8 @@
 // decode rows at context lengths around page boundaries, one long context
 // (more pages a walker than one load of page indices covers), chunked
 // prefill of ragged sequences (several query tiles a sequence, partial
-// tiles), a large decode batch (no cluster split) and a sliding window. Pages
+// tiles; short batches split over clusters, long ones not), a large decode
+// batch (no cluster split) and a sliding window. Pages
 // are handed out in a shuffled order, and every cache slot no sequence has
 // written holds NaN, so a read past a sequence's keys shows in its output.
 // The head shape and dtype are the engine's (LLMC_TEST_ENGINE): on the GPU
@@ -236,6 +237,12 @@ TEST_F(BackendAttention, ChunkedPrefillOfRaggedSequences) {
   expectNearReference({{0, 37}, {70, 5}, {3, 1}, {200, 19}, {0, 2}}, 0);
 }
 
+TEST_F(BackendAttention, LongPrefillWithoutClusters) {
+  // Enough tiles that the CUDA backend launches no clusters: prefill blocks
+  // then share their pages among 4 tiles (a last group of 1 to 3 included).
+  expectNearReference({{0, 300}, {150, 201}, {7, 133}, {20, 6}}, 0);
+}
+
 TEST_F(BackendAttention, LargeDecodeBatch) {
   std::vector<Seq> seqs;
   for (int s = 0; s < 96; ++s)
@@ -245,6 +252,7 @@ TEST_F(BackendAttention, LargeDecodeBatch) {
 
 TEST_F(BackendAttention, SlidingWindow) {
   expectNearReference({{0, 37}, {70, 5}, {600, 1}, {40, 1}}, 40);
+  expectNearReference({{0, 300}, {150, 201}}, 64);
 }
 
 } // namespace
