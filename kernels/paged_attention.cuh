@@ -46,9 +46,10 @@
 // tile) goes otherwise, so that K/V are not fetched once per tile: the block
 // of every 4th tile of the sequence serves that tile and the next 3 (their
 // blocks exit), one warp a tile, under each of its kv heads in turn; the
-// block fills one ring of pages for all its warps (kPagedAttentionSharedStages
-// buffers over the same shared memory, a barrier a page), and each warp
-// skips the pages outside its own tile's keys.
+// block fills one ring for all its warps (kPagedAttentionSharedStages
+// buffers of up to 4 pages over the same shared memory, a barrier a buffer;
+// a warp updates its softmax once a buffer, 64 keys with 128-dim heads), and
+// each warp skips the buffers outside its own tile's keys.
 // Logits are kept in log2 units (scaled by log2(e)) so every exponential is
 // an exp2f.
 #pragma once
@@ -66,8 +67,8 @@ constexpr int kPagedAttentionTileRows = 16;   // query rows of one MMA tile
 // on and two in flight. With 128-dim heads a block of 4 warps takes 96 KB,
 // so two blocks (8 warps, 16 pages in flight) share a multiprocessor.
 constexpr int kPagedAttentionStages = 3;
-// Pages in the ring a whole block shares in prefill (see the kernel).
-constexpr int kPagedAttentionSharedStages = 4;
+// Buffers (of up to 4 pages) in the ring a whole block shares in prefill.
+constexpr int kPagedAttentionSharedStages = 3;
 
 // Query tokens a work item serves: as many as fill 16 rows with their GQA
 // group (1 when the group alone has 16 or more heads).
@@ -608,30 +609,35 @@ struct MmaWalk {
       for (int e = 0; e < 4; ++e) o[nt][e] = 0.f;
   }
 
-  // The keys base .. base + 15 from the page buffer at shared address buf.
+  // The keys base .. base + 16 PAGES - 1 from PAGES consecutive page buffers
+  // at shared address buf: one softmax update (max, rescale of O) for all.
+  template <int PAGES>
   __device__ __forceinline__ void step(unsigned buf, int base, float scale_log2) {
     const int lane = threadIdx.x & 31;
     const int qd = lane & 3;
-    const unsigned k_tile = buf, v_tile = buf + HALF_BYTES;
 
-    // S: rows x 16 keys; s[nt2][2h + e] = (row g + 8h, key nt2 * 8 + 2qd + e).
-    // Matrices of one ldmatrix: keys 0-7 and 8-15 by dims 16st.. and 16st + 8...
-    float s[2][4] = {};
+    // S: rows x 16 PAGES keys; s[nt2][2h + e] = (row g + 8h, key nt2 * 8 + 2qd + e).
+    // Matrices of one ldmatrix: keys 0-7 and 8-15 of a page by dims 16st..
+    // and 16st + 8...
+    float s[2 * PAGES][4] = {};
 #pragma unroll
-    for (int st = 0; st < KSTEPS; ++st) {
-      unsigned kb[4];
-      ldmatrix_x4<false>(kb, k_tile + chunk_offset((lane >> 4) * 8 + (lane & 7),
-                                                   2 * st + ((lane >> 3) & 1)));
-      mma_16816<T>(s[0], qa[st], kb[0], kb[1]);
-      mma_16816<T>(s[1], qa[st], kb[2], kb[3]);
-    }
+    for (int p = 0; p < PAGES; ++p)
+#pragma unroll
+      for (int st = 0; st < KSTEPS; ++st) {
+        unsigned kb[4];
+        ldmatrix_x4<false>(kb, buf + p * PAGE_BYTES +
+                                   chunk_offset((lane >> 4) * 8 + (lane & 7),
+                                                2 * st + ((lane >> 3) & 1)));
+        mma_16816<T>(s[2 * p], qa[st], kb[0], kb[1]);
+        mma_16816<T>(s[2 * p + 1], qa[st], kb[2], kb[3]);
+      }
 
-    // Online softmax per row; a row's 16 keys sit in the 4 lanes of a quad.
+    // Online softmax per row; a row's keys sit in the 4 lanes of a quad.
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float mx = m[h];
 #pragma unroll
-      for (int nt2 = 0; nt2 < 2; ++nt2)
+      for (int nt2 = 0; nt2 < 2 * PAGES; ++nt2)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int key = base + nt2 * 8 + 2 * qd + e;
@@ -644,7 +650,7 @@ struct MmaWalk {
       const float alpha = m[h] == mx ? 1.f : exp2f(m[h] - mx);
       float sum = 0.f;
 #pragma unroll
-      for (int nt2 = 0; nt2 < 2; ++nt2)
+      for (int nt2 = 0; nt2 < 2 * PAGES; ++nt2)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           float& x = s[nt2][2 * h + e];
@@ -661,16 +667,22 @@ struct MmaWalk {
     }
 
     // O += P V: P is the A operand straight from S's accumulator layout.
-    // Matrices of one ldmatrix.trans: keys 0-7 and 8-15 by dims 8nt.. and 8nt + 8...
-    const unsigned pa[4] = {pack2<T>(s[0][0], s[0][1]), pack2<T>(s[0][2], s[0][3]),
-                            pack2<T>(s[1][0], s[1][1]), pack2<T>(s[1][2], s[1][3])};
+    // Matrices of one ldmatrix.trans: keys 0-7 and 8-15 of a page by dims
+    // 8nt.. and 8nt + 8...
 #pragma unroll
-    for (int nt = 0; nt < NT; nt += 2) {
-      unsigned vb[4];
-      ldmatrix_x4<true>(vb, v_tile + chunk_offset(((lane >> 3) & 1) * 8 + (lane & 7),
-                                                  nt + (lane >> 4)));
-      mma_16816<T>(o[nt], pa, vb[0], vb[1]);
-      mma_16816<T>(o[nt + 1], pa, vb[2], vb[3]);
+    for (int p = 0; p < PAGES; ++p) {
+      const unsigned pa[4] = {pack2<T>(s[2 * p][0], s[2 * p][1]), pack2<T>(s[2 * p][2], s[2 * p][3]),
+                              pack2<T>(s[2 * p + 1][0], s[2 * p + 1][1]),
+                              pack2<T>(s[2 * p + 1][2], s[2 * p + 1][3])};
+      const unsigned v_tile = buf + p * PAGE_BYTES + HALF_BYTES;
+#pragma unroll
+      for (int nt = 0; nt < NT; nt += 2) {
+        unsigned vb[4];
+        ldmatrix_x4<true>(vb, v_tile + chunk_offset(((lane >> 3) & 1) * 8 + (lane & 7),
+                                                    nt + (lane >> 4)));
+        mma_16816<T>(o[nt], pa, vb[0], vb[1]);
+        mma_16816<T>(o[nt + 1], pa, vb[2], vb[3]);
+      }
     }
   }
 
@@ -712,8 +724,8 @@ struct MmaWalk {
       __syncwarp();  // page i visible to all lanes; page i - 1's buffer free
       if (i + STAGES - 1 < walk.count) issue(i + STAGES - 1);
       cp_async_commit();
-      step(ring_base + static_cast<unsigned>(i % STAGES) * PAGE_BYTES, (first + i * nwarps) * 16,
-           scale_log2);
+      step<1>(ring_base + static_cast<unsigned>(i % STAGES) * PAGE_BYTES,
+              (first + i * nwarps) * 16, scale_log2);
     }
     cp_async_wait<0>();
     __syncwarp();  // the ring is free for the partials
@@ -864,8 +876,13 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
         is_aligned(v_cache, 16) && is_aligned(out, 16)) {
       if ((t0 - seq_start) / TQ % HEADS != 0) return;
       using Walk = pad::MmaWalk<GROUP, TQ, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, T>;
+      // The ring: STAGES buffers of PAGES pages (as many as fit, up to 4),
+      // each taken by the warps in one softmax step.
       constexpr int STAGES = kPagedAttentionSharedStages;
-      static_assert(STAGES * Walk::PAGE_BYTES <= HEADS * WARP_BYTES, "ring larger than the block's");
+      constexpr int FIT = HEADS * WARP_BYTES / (STAGES * static_cast<int>(Walk::PAGE_BYTES));
+      constexpr int PAGES = FIT >= 4 ? 4 : FIT >= 2 ? 2 : 1;
+      static_assert(FIT >= 1, "ring larger than the block's shared memory");
+      constexpr unsigned STAGE_BYTES = PAGES * Walk::PAGE_BYTES;
       const int wt0 = t0 + warp * TQ;
       const pad::Tile<TQ> wtile =
           pad::make_tile<TQ>(wt0, seq_end - wt0, positions, kv_len, sliding_window);
@@ -890,25 +907,35 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
            ++head) {
         Walk w;
         if (wtile.tokens > 0) w.begin(q, Q_STRIDE, head, wtile);
+        // Stage i: pages i * PAGES .. of the walk; pages past its end are
+        // zero-filled (read from nowhere) so the math sees only zeros.
         auto issue = [&](int i) {
-          pad::copy_page<NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, BLOCK>(
-              ring + static_cast<unsigned>(i % STAGES) * Walk::PAGE_BYTES, k_cache, v_cache,
-              walk.at(i), (first + i) * 16, head, klo, khi, threadIdx.x);
+#pragma unroll
+          for (int p = 0; p < PAGES; ++p) {
+            const int j = i * PAGES + p;
+            const bool real = j < walk.count;
+            pad::copy_page<NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, BLOCK>(
+                ring + static_cast<unsigned>(i % STAGES) * STAGE_BYTES + p * Walk::PAGE_BYTES,
+                k_cache, v_cache, walk.at(j), (first + j) * 16, head, real ? klo : 1,
+                real ? khi : 0, threadIdx.x);
+          }
         };
+        const int stages = (walk.count + PAGES - 1) / PAGES;
 #pragma unroll
         for (int i = 0; i < STAGES - 1; ++i) {
-          if (i < walk.count) issue(i);
+          if (i < stages) issue(i);
           pad::cp_async_commit();
         }
-        for (int i = 0; i < walk.count; ++i) {
+        for (int i = 0; i < stages; ++i) {
           pad::cp_async_wait<STAGES - 2>();
-          __syncthreads();  // page i visible to all warps; page i - 1's buffer free
-          if (i + STAGES - 1 < walk.count) issue(i + STAGES - 1);
+          __syncthreads();  // stage i visible to all warps; stage i - 1's buffer free
+          if (i + STAGES - 1 < stages) issue(i + STAGES - 1);
           pad::cp_async_commit();
-          const int base = (first + i) * 16;
-          // Pages past a warp's own keys (causal: the earlier tiles) are skipped.
-          if (wtile.tokens > 0 && base <= wtile.khi && base + 15 >= wtile.klo)
-            w.step(ring + static_cast<unsigned>(i % STAGES) * Walk::PAGE_BYTES, base, scale_log2);
+          const int base = (first + i * PAGES) * 16;
+          // Stages past a warp's own keys (causal: the earlier tiles) are skipped.
+          if (wtile.tokens > 0 && base <= wtile.khi && base + 16 * PAGES - 1 >= wtile.klo)
+            w.template step<PAGES>(ring + static_cast<unsigned>(i % STAGES) * STAGE_BYTES, base,
+                                   scale_log2);
         }
         pad::cp_async_wait<0>();
         __syncthreads();  // the ring is free for the next kv head
