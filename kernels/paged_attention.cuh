@@ -31,9 +31,9 @@
 //      of K and V into its own ring of kPagedAttentionStages buffers in
 //      shared memory with cp.async, two pages ahead of the math, and reads
 //      the MMA operands back with ldmatrix; the page-table entries of its
-//      pages are loaded once, one per lane, and passed round by shuffles,
-//      so no K/V load waits on a page-index load and the operands in flight
-//      take no registers. Otherwise (fp32, small or odd head dims,
+//      pages are loaded 32 at a time, one per lane, and passed round by
+//      shuffles, so no K/V load waits on a page-index load and the operands
+//      in flight take no registers. Otherwise (fp32, small or odd head dims,
 //      misaligned pointers) a SIMT walk (SlotWalk) serves the tile one
 //      token at a time. Without a cluster the warp then holds whole rows
 //      and writes them: no barrier;
@@ -43,13 +43,14 @@
 //      distributed shared memory) for its 1/C share of the block's outputs,
 //      normalises and writes them once.
 // Prefill on tensor cores without a cluster (a sequence with more than one
-// tile) goes otherwise, so that K/V are not fetched once per tile: the block
-// of every 4th tile of the sequence serves that tile and the next 3 (their
-// blocks exit), one warp a tile, under each of its kv heads in turn; the
-// block fills one ring for all its warps (kPagedAttentionSharedStages
-// buffers of up to 4 pages over the same shared memory, a barrier a buffer;
-// a warp updates its softmax once a buffer, 64 keys with 128-dim heads), and
-// each warp skips the buffers outside its own tile's keys.
+// tile) goes otherwise, so that K/V are not fetched once per tile: with W
+// warps a block (4 for 4 or more kv heads), the block of every W-th tile of
+// the sequence serves that tile and the next W - 1 (their blocks exit), one
+// warp a tile, under each of its kv heads in turn; the block fills one ring
+// for all its warps (kPagedAttentionSharedStages buffers of up to 4 pages
+// over the same shared memory, a barrier a buffer; a warp updates its
+// softmax once a buffer), and each warp skips the buffers outside its own
+// tile's keys.
 // Logits are kept in log2 units (scaled by log2(e)) so every exponential is
 // an exp2f.
 #pragma once
@@ -82,12 +83,15 @@ constexpr int paged_attention_block_threads(int num_kv_heads) {
   return 32 * (num_kv_heads < kPagedAttentionWarps ? num_kv_heads : kPagedAttentionWarps);
 }
 
-// Whether the tensor-core walk serves these shapes (16-bit dtypes only).
+// Whether the tensor-core walk serves these shapes: 16-bit dtypes, and the
+// warps' rings fit in a block's shared memory (head dims up to 256).
 constexpr bool paged_attention_uses_mma(int num_heads, int num_kv_heads, int head_dim,
                                         int page_size, int dtype_bytes) {
   const int rows = num_heads / num_kv_heads * paged_attention_tile_tokens(num_heads, num_kv_heads);
+  const int rings = paged_attention_block_threads(num_kv_heads) / 32 * kPagedAttentionStages * 2 *
+                    16 * head_dim * dtype_bytes;
   return dtype_bytes == 2 && head_dim % 64 == 0 && page_size % 16 == 0 &&
-         rows <= kPagedAttentionTileRows;
+         rows <= kPagedAttentionTileRows && rings <= 200 * 1024;
 }
 
 // Shared memory of one warp: its ring of K/V pages (tensor-core walk) or,
@@ -523,19 +527,32 @@ struct WalkPages {
   }
 };
 
+// A page buffer in shared memory: the 16 K rows, then the 16 V rows, of one
+// 16-key page under one kv head, HEAD_DIM elements a row; each row's 16-byte
+// chunks are XOR-swizzled by key so that the 8 rows one ldmatrix phase reads
+// fall in distinct banks.
+template <int HEAD_DIM, typename T>
+struct PageBuffer {
+  static constexpr int CHUNKS = HEAD_DIM / 8;                        // 16-byte chunks of a row
+  static constexpr unsigned HALF_BYTES = 16 * HEAD_DIM * sizeof(T);  // the K (or V) rows
+  static constexpr unsigned BYTES = 2 * HALF_BYTES;
+
+  static __device__ __forceinline__ unsigned offset(int key, int chunk) {
+    return static_cast<unsigned>(key * CHUNKS + (chunk ^ (key & 7))) * 16u;
+  }
+};
+
 // Starts copying the 16 keys from position `base` (page-table entry `page`)
-// of kv head kvh into a page buffer at shared address dst: 16 K rows, then
-// 16 V rows of HEAD_DIM elements, their 16-byte chunks XOR-swizzled by key so
-// that the 8 rows one ldmatrix phase reads fall in distinct banks. Keys
-// outside [klo, khi] (the ends of the range; slots of the last page not
-// written yet) are zero-filled, not read: every product stays finite.
-// Threads tid = 0 .. THREADS - 1 share the chunks.
+// of kv head kvh into the page buffer at shared address dst. Keys outside
+// [klo, khi] (the ends of the range; slots of the last page not written yet)
+// are zero-filled, not read: every product stays finite. Threads
+// tid = 0 .. THREADS - 1 share the chunks.
 template <int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, int THREADS, typename T>
 __device__ __forceinline__ void copy_page(unsigned dst, const T* k_cache, const T* v_cache,
                                           long long page, int base, int kvh, int klo, int khi,
                                           int tid) {
-  constexpr int CHUNKS = HEAD_DIM / 8;
-  constexpr unsigned HALF_BYTES = 16 * HEAD_DIM * sizeof(T);
+  using Buffer = PageBuffer<HEAD_DIM, T>;
+  constexpr int CHUNKS = Buffer::CHUNKS;
   const long long key0 = (page * PAGE_SIZE + base % PAGE_SIZE) * NUM_KV_HEADS + kvh;
 #pragma unroll
   for (int c0 = 0; c0 < 16 * CHUNKS; c0 += THREADS) {
@@ -544,10 +561,36 @@ __device__ __forceinline__ void copy_page(unsigned dst, const T* k_cache, const 
     const int key = c / CHUNKS, chunk = c % CHUNKS;
     const bool ok = base + key >= klo && base + key <= khi;
     const long long src = (key0 + key * NUM_KV_HEADS) * HEAD_DIM + chunk * 8;
-    const unsigned at = static_cast<unsigned>(key * CHUNKS + (chunk ^ (key & 7))) * 16u;
-    cp_async_16(dst + at, k_cache + src, ok);
-    cp_async_16(dst + HALF_BYTES + at, v_cache + src, ok);
+    cp_async_16(dst + Buffer::offset(key, chunk), k_cache + src, ok);
+    cp_async_16(dst + Buffer::HALF_BYTES + Buffer::offset(key, chunk), v_cache + src, ok);
   }
+}
+
+// Copies and math over a ring of STAGES buffers: issue(i) starts the copies
+// of stage i into buffer i % STAGES while consume(i) works on the stage
+// STAGES - 1 behind. One commit group a stage (empty ones past the end), so
+// once at most STAGES - 2 groups are in flight, stage i has landed; sync()
+// (the barrier of the threads sharing the ring: a warp's or the block's)
+// then shows it to all of them and frees stage i - 1's buffer for reuse.
+// Returns with every copy landed and the ring free.
+template <int STAGES, typename Issue, typename Sync, typename Consume>
+__device__ __forceinline__ void run_pipeline(int stages, Issue&& issue, Sync&& sync,
+                                             Consume&& consume) {
+  static_assert(STAGES >= 2, "the ring needs a buffer in flight");
+#pragma unroll
+  for (int i = 0; i < STAGES - 1; ++i) {
+    if (i < stages) issue(i);
+    cp_async_commit();
+  }
+  for (int i = 0; i < stages; ++i) {
+    cp_async_wait<STAGES - 2>();
+    sync();
+    if (i + STAGES - 1 < stages) issue(i + STAGES - 1);
+    cp_async_commit();
+    consume(i);
+  }
+  cp_async_wait<0>();
+  sync();
 }
 
 // A warp's rows of one tile under one kv head, walked over 16-key pages on
@@ -558,7 +601,7 @@ __device__ __forceinline__ void copy_page(unsigned dst, const T* k_cache, const 
 //   O += P V: P (A operand) is S's accumulator repacked; V (B operand, keys
 //   as k) comes from the V rows by ldmatrix.trans. Lane (g, qd) accumulates
 //   dims 8 nt + 2qd and 8 nt + 2qd + 1 of rows g and g + 8 (n-tile nt).
-// begin() loads Q, step() takes one page buffer (copy_page's layout),
+// begin() loads Q, step() takes page buffers (PageBuffer's layout),
 // finish() completes the row sums; where the buffers come from is the
 // caller's: a warp's own ring (walk_own_pages) or a block's (prefill).
 template <int GROUP, int TQ, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, typename T>
@@ -566,9 +609,7 @@ struct MmaWalk {
   static constexpr int ROWS = GROUP * TQ;
   static constexpr int KSTEPS = HEAD_DIM / 16;  // k-steps of S = Q K^T
   static constexpr int NT = HEAD_DIM / 8;       // n-tiles of O = P V
-  static constexpr int CHUNKS = HEAD_DIM / 8;   // 16-byte chunks of a K or V row
-  static constexpr unsigned HALF_BYTES = 16 * HEAD_DIM * sizeof(T);  // K (or V) of a page
-  static constexpr unsigned PAGE_BYTES = 2 * HALF_BYTES;
+  using Buffer = PageBuffer<HEAD_DIM, T>;
   static_assert(ROWS <= 16 && HEAD_DIM % 64 == 0 && PAGE_SIZE % 16 == 0 && sizeof(T) == 2,
                 "shape the tensor-core walk does not fit");
 
@@ -577,10 +618,6 @@ struct MmaWalk {
   float o[NT][4];
   int rlo[2], rhi[2];  // key ranges of rows g, g + 8 (empty for padding rows)
   unsigned qa[KSTEPS][4];
-
-  static __device__ __forceinline__ unsigned chunk_offset(int key, int chunk) {
-    return static_cast<unsigned>(key * CHUNKS + (chunk ^ (key & 7))) * 16u;
-  }
 
   __device__ __forceinline__ void begin(const T* q, int q_stride, int kvh, const Tile<TQ>& tile) {
     const int lane = threadIdx.x & 31;
@@ -625,9 +662,9 @@ struct MmaWalk {
 #pragma unroll
       for (int st = 0; st < KSTEPS; ++st) {
         unsigned kb[4];
-        ldmatrix_x4<false>(kb, buf + p * PAGE_BYTES +
-                                   chunk_offset((lane >> 4) * 8 + (lane & 7),
-                                                2 * st + ((lane >> 3) & 1)));
+        ldmatrix_x4<false>(kb, buf + p * Buffer::BYTES +
+                                   Buffer::offset((lane >> 4) * 8 + (lane & 7),
+                                                  2 * st + ((lane >> 3) & 1)));
         mma_16816<T>(s[2 * p], qa[st], kb[0], kb[1]);
         mma_16816<T>(s[2 * p + 1], qa[st], kb[2], kb[3]);
       }
@@ -674,12 +711,12 @@ struct MmaWalk {
       const unsigned pa[4] = {pack2<T>(s[2 * p][0], s[2 * p][1]), pack2<T>(s[2 * p][2], s[2 * p][3]),
                               pack2<T>(s[2 * p + 1][0], s[2 * p + 1][1]),
                               pack2<T>(s[2 * p + 1][2], s[2 * p + 1][3])};
-      const unsigned v_tile = buf + p * PAGE_BYTES + HALF_BYTES;
+      const unsigned v_tile = buf + p * Buffer::BYTES + Buffer::HALF_BYTES;
 #pragma unroll
       for (int nt = 0; nt < NT; nt += 2) {
         unsigned vb[4];
-        ldmatrix_x4<true>(vb, v_tile + chunk_offset(((lane >> 3) & 1) * 8 + (lane & 7),
-                                                    nt + (lane >> 4)));
+        ldmatrix_x4<true>(vb, v_tile + Buffer::offset(((lane >> 3) & 1) * 8 + (lane & 7),
+                                                      nt + (lane >> 4)));
         mma_16816<T>(o[nt], pa, vb[0], vb[1]);
         mma_16816<T>(o[nt + 1], pa, vb[2], vb[3]);
       }
@@ -696,39 +733,26 @@ struct MmaWalk {
 
   // The walk of one warp alone over its pages (16-key pages klo / 16 +
   // warp0, + nwarps, ... <= khi / 16) through its own ring of
-  // kPagedAttentionStages buffers at ring: page i is copied into buffer
-  // i % STAGES while the math runs STAGES - 1 pages behind.
+  // kPagedAttentionStages page buffers at ring.
   __device__ __forceinline__ void walk_own_pages(const T* k_cache, const T* v_cache,
                                                  const int* pages, int kvh, const Tile<TQ>& tile,
                                                  float scale_log2, int warp0, int nwarps,
                                                  void* ring) {
     constexpr int STAGES = kPagedAttentionStages;
-    static_assert(STAGES >= 2, "the ring needs a buffer in flight");
     const int first = tile.klo / 16 + warp0, last = tile.khi / 16;
-    WalkPages<PAGE_SIZE> walk{pages, first, nwarps, first <= last ? (last - first) / nwarps + 1 : 0};
+    const int count = tile.khi >= tile.klo && first <= last ? (last - first) / nwarps + 1 : 0;
+    WalkPages<PAGE_SIZE> walk{pages, first, nwarps, count};
     const unsigned ring_base = static_cast<unsigned>(__cvta_generic_to_shared(ring));
-    auto issue = [&](int i) {
-      copy_page<NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, 32>(
-          ring_base + static_cast<unsigned>(i % STAGES) * PAGE_BYTES, k_cache, v_cache, walk.at(i),
-          (first + i * nwarps) * 16, kvh, tile.klo, tile.khi, threadIdx.x & 31);
-    };
-    // One commit group per page (empty past the end), so that waiting for
-    // all but STAGES - 2 groups means page i has landed.
-#pragma unroll
-    for (int i = 0; i < STAGES - 1; ++i) {
-      if (i < walk.count) issue(i);
-      cp_async_commit();
-    }
-    for (int i = 0; i < walk.count; ++i) {
-      cp_async_wait<STAGES - 2>();
-      __syncwarp();  // page i visible to all lanes; page i - 1's buffer free
-      if (i + STAGES - 1 < walk.count) issue(i + STAGES - 1);
-      cp_async_commit();
-      step<1>(ring_base + static_cast<unsigned>(i % STAGES) * PAGE_BYTES,
-              (first + i * nwarps) * 16, scale_log2);
-    }
-    cp_async_wait<0>();
-    __syncwarp();  // the ring is free for the partials
+    auto buffer = [&](int i) { return ring_base + static_cast<unsigned>(i % STAGES) * Buffer::BYTES; };
+    run_pipeline<STAGES>(
+        count,
+        [&](int i) {
+          copy_page<NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, 32>(buffer(i), k_cache, v_cache, walk.at(i),
+                                                           (first + i * nwarps) * 16, kvh, tile.klo,
+                                                           tile.khi, threadIdx.x & 31);
+        },
+        [] { __syncwarp(); },
+        [&](int i) { step<1>(buffer(i), (first + i * nwarps) * 16, scale_log2); });
     finish();
   }
 
@@ -782,6 +806,13 @@ constexpr bool use_mma() {
 }
 
 // The key ranges of tokens t0 .. t0 + tokens - 1 (tokens <= 0: an empty tile).
+// The keys [lo, hi] of the query token at position pos (empty: hi < lo).
+__device__ __forceinline__ void token_keys(int pos, int kv_len, int sliding_window, int& lo,
+                                           int& hi) {
+  hi = min(pos, kv_len - 1);
+  lo = sliding_window > 0 ? max(0, pos - sliding_window + 1) : 0;
+}
+
 template <int TQ>
 __device__ __forceinline__ Tile<TQ> make_tile(int t0, int tokens, const int* positions, int kv_len,
                                               int sliding_window) {
@@ -793,9 +824,7 @@ __device__ __forceinline__ Tile<TQ> make_tile(int t0, int tokens, const int* pos
 #pragma unroll
   for (int i = 0; i < TQ; ++i) {
     if (i < tile.tokens) {
-      const int pos = positions[t0 + i];
-      tile.hi[i] = min(pos, kv_len - 1);
-      tile.lo[i] = sliding_window > 0 ? max(0, pos - sliding_window + 1) : 0;
+      token_keys(positions[t0 + i], kv_len, sliding_window, tile.lo[i], tile.hi[i]);
     } else {
       tile.lo[i] = 1;
       tile.hi[i] = 0;
@@ -813,7 +842,8 @@ __device__ __forceinline__ Tile<TQ> make_tile(int t0, int tokens, const int* pos
 
 // grid = (tiles * C, ceil(NUM_KV_HEADS / HEADS)) with HEADS warps a block,
 // clusters of (C, 1, 1) with C chosen at launch (no cluster: C = 1):
-// cluster i serves tile i, warp w of block row y kv head y * HEADS + w.
+// cluster i serves tile (tiles - 1 - i), warp w of block row y kv head
+// y * HEADS + w (prefill: see the top of the file).
 template <int NUM_HEADS, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, typename T>
 __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
     paged_attention(const T* q, const T* k_cache, const T* v_cache, const int* positions,
@@ -832,7 +862,7 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   constexpr int WARP_BYTES =
       paged_attention_warp_bytes(NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, sizeof(T));
   static_assert(HEADS * WARP_BYTES <= 227 * 1024,
-                "GQA group x head_dim too large for paged_attention");
+                "paged_attention: the partials of a GQA group this large exceed shared memory");
 
   const unsigned csize = pad::cluster_size();
   const unsigned rank = pad::cluster_rank();
@@ -840,8 +870,6 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   // blocks dispatched first should be the longest, not the tail.
   const int item = gridDim.x / csize - 1 - blockIdx.x / csize;
   const int warp = threadIdx.x / 32;
-  const int kvh = blockIdx.y * HEADS + warp;
-  const bool has_head = kvh < NUM_KV_HEADS;  // the last block row may have fewer heads
 
   // The tile (the same for every block of the cluster, so a spare tile's
   // cluster exits as a whole): tokens t0 .. t0 + n - 1 of sequence seq.
@@ -850,8 +878,6 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   const int n = min(TQ, min(qo_indptr[seq + 1], num_tokens) - t0);
   if (n <= 0) return;
   const int kv_len = seq_kv_len(kv_indptr, kv_last_page_len, seq, PAGE_SIZE);
-  const pad::Tile<TQ> tile = pad::make_tile<TQ>(t0, n, positions, kv_len, sliding_window);
-  const int rows = n * GROUP;
   const int* pages = kv_page_indices + kv_indptr[seq];
   const bool clustered = csize > 1;  // block `rank` walks pages rank, rank + C, ...
 
@@ -879,32 +905,33 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
       // The ring: STAGES buffers of PAGES pages (as many as fit, up to 4),
       // each taken by the warps in one softmax step.
       constexpr int STAGES = kPagedAttentionSharedStages;
-      constexpr int FIT = HEADS * WARP_BYTES / (STAGES * static_cast<int>(Walk::PAGE_BYTES));
+      using Buffer = pad::PageBuffer<HEAD_DIM, T>;
+      constexpr int FIT = HEADS * WARP_BYTES / (STAGES * static_cast<int>(Buffer::BYTES));
       constexpr int PAGES = FIT >= 4 ? 4 : FIT >= 2 ? 2 : 1;
       static_assert(FIT >= 1, "ring larger than the block's shared memory");
-      constexpr unsigned STAGE_BYTES = PAGES * Walk::PAGE_BYTES;
+      constexpr unsigned STAGE_BYTES = PAGES * Buffer::BYTES;
       const int wt0 = t0 + warp * TQ;
       const pad::Tile<TQ> wtile =
           pad::make_tile<TQ>(wt0, seq_end - wt0, positions, kv_len, sliding_window);
-      // The block's key range: the union of its tiles'.
-      __shared__ int tile_keys[2][HEADS];
-      if ((threadIdx.x & 31) == 0) {
-        tile_keys[0][warp] = wtile.khi >= wtile.klo ? wtile.klo : 0x7fffffff;
-        tile_keys[1][warp] = wtile.khi;
-      }
-      __syncthreads();
+      // The block's key range: the union of its tokens' (each warp finds it).
+      const int block_tokens = min(HEADS * TQ, seq_end - t0);
       int klo = 0x7fffffff, khi = -1;
-#pragma unroll
-      for (int w = 0; w < HEADS; ++w) {
-        klo = min(klo, tile_keys[0][w]);
-        khi = max(khi, tile_keys[1][w]);
+      for (int i = threadIdx.x & 31; i < block_tokens; i += 32) {
+        int lo, hi;
+        pad::token_keys(positions[t0 + i], kv_len, sliding_window, lo, hi);
+        if (hi >= lo) {
+          klo = min(klo, lo);
+          khi = max(khi, hi);
+        }
       }
+      klo = __reduce_min_sync(0xffffffffu, klo);
+      khi = __reduce_max_sync(0xffffffffu, khi);
       const int first = klo / 16;
       pad::WalkPages<PAGE_SIZE> walk{pages, first, 1, khi >= klo ? khi / 16 - first + 1 : 0};
       const unsigned ring = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-      const int heads = min(HEADS, NUM_KV_HEADS - static_cast<int>(blockIdx.y) * HEADS);
-      for (int head = blockIdx.y * HEADS; head < static_cast<int>(blockIdx.y) * HEADS + heads;
-           ++head) {
+      auto buffer = [&](int i) { return ring + static_cast<unsigned>(i % STAGES) * STAGE_BYTES; };
+      const int head_end = min(NUM_KV_HEADS, static_cast<int>(blockIdx.y + 1) * HEADS);
+      for (int head = blockIdx.y * HEADS; head < head_end; ++head) {
         Walk w;
         if (wtile.tokens > 0) w.begin(q, Q_STRIDE, head, wtile);
         // Stage i: pages i * PAGES .. of the walk; pages past its end are
@@ -915,30 +942,18 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
             const int j = i * PAGES + p;
             const bool real = j < walk.count;
             pad::copy_page<NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, BLOCK>(
-                ring + static_cast<unsigned>(i % STAGES) * STAGE_BYTES + p * Walk::PAGE_BYTES,
-                k_cache, v_cache, walk.at(j), (first + j) * 16, head, real ? klo : 1,
-                real ? khi : 0, threadIdx.x);
+                buffer(i) + p * Buffer::BYTES, k_cache, v_cache, walk.at(j), (first + j) * 16,
+                head, real ? klo : 1, real ? khi : 0, threadIdx.x);
           }
         };
-        const int stages = (walk.count + PAGES - 1) / PAGES;
-#pragma unroll
-        for (int i = 0; i < STAGES - 1; ++i) {
-          if (i < stages) issue(i);
-          pad::cp_async_commit();
-        }
-        for (int i = 0; i < stages; ++i) {
-          pad::cp_async_wait<STAGES - 2>();
-          __syncthreads();  // stage i visible to all warps; stage i - 1's buffer free
-          if (i + STAGES - 1 < stages) issue(i + STAGES - 1);
-          pad::cp_async_commit();
+        // Stages past a warp's own keys (causal: the earlier tiles) are skipped.
+        auto consume = [&](int i) {
           const int base = (first + i * PAGES) * 16;
-          // Stages past a warp's own keys (causal: the earlier tiles) are skipped.
           if (wtile.tokens > 0 && base <= wtile.khi && base + 16 * PAGES - 1 >= wtile.klo)
-            w.template step<PAGES>(ring + static_cast<unsigned>(i % STAGES) * STAGE_BYTES, base,
-                                   scale_log2);
-        }
-        pad::cp_async_wait<0>();
-        __syncthreads();  // the ring is free for the next kv head
+            w.template step<PAGES>(buffer(i), base, scale_log2);
+        };
+        pad::run_pipeline<STAGES>((walk.count + PAGES - 1) / PAGES, issue,
+                                  [] { __syncthreads(); }, consume);
         if (wtile.tokens > 0) {
           w.finish();
           w.write(out, Q_STRIDE, wt0, head, wtile.tokens * GROUP);
@@ -951,7 +966,10 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
 
   // Step 1: this warp's kv head over this block's pages; without a cluster
   // the warp holds whole rows and writes them.
-  if (has_head) {
+  const pad::Tile<TQ> tile = pad::make_tile<TQ>(t0, n, positions, kv_len, sliding_window);
+  const int rows = n * GROUP;
+  const int kvh = blockIdx.y * HEADS + warp;
+  if (kvh < NUM_KV_HEADS) {  // the last block row may have fewer heads
     bool done = false;
     if constexpr (pad::use_mma<T, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE>()) {
 #if LLMC_PAGED_ATTENTION_MMA

@@ -180,6 +180,7 @@ def main():
     backend_test("gemm", "GEMV, cuBLASLt == fp64 sums", "BackendGemm.*:GemvShape.*")
     backend_test("attention fp32", "SIMT walk == fp64", "BackendAttention.*")
     backend_test("attention bf16", "tensor-core walk == fp64", "BackendAttention.*", "llama-3.1-8b-4l")
+    backend_test("attention bf16 64", "64-dim heads == fp64", "BackendAttention.*", "llama-3.2-1b")
     for case in sorted(os.listdir(os.path.join(ROOT, "test/golden/cases"))):
         golden(case)
     for case in sorted(os.listdir(os.path.join(ROOT, "test/gpu/configs"))):

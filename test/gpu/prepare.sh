@@ -11,4 +11,6 @@ done
 for config in test/gpu/configs/*/; do
   build/bin/llmc compile "$config" -o "$out/$(basename "$config")" -q --max-seq-len 4096
 done
+# Only its plan: check.py runs the attention kernel of 64-dim heads on it.
+build/bin/llmc compile test/fixtures/configs/llama-3.2-1b -o "$out/llama-3.2-1b" -q
 du -sh "$out"

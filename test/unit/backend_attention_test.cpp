@@ -238,9 +238,11 @@ TEST_F(BackendAttention, ChunkedPrefillOfRaggedSequences) {
 }
 
 TEST_F(BackendAttention, LongPrefillWithoutClusters) {
-  // Enough tiles that the CUDA backend launches no clusters: prefill blocks
-  // then share their pages among 4 tiles (a last group of 1 to 3 included).
-  expectNearReference({{0, 300}, {150, 201}, {7, 133}, {20, 6}}, 0);
+  // Enough tiles that the CUDA backend launches no clusters on an engine
+  // with 8 kv heads: prefill blocks then share their pages among 4 tiles (a
+  // last group of 1 to 3 included); 600 cached keys make a walk of more pages
+  // than one load of page indices covers.
+  expectNearReference({{0, 300}, {150, 201}, {7, 133}, {20, 6}, {600, 40}}, 0);
 }
 
 TEST_F(BackendAttention, LargeDecodeBatch) {

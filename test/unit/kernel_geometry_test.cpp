@@ -78,6 +78,12 @@ TEST(KernelGeometry, AttentionCoversEveryTileOfEveryKvHead) {
   // warp needs room for its rows' partials only: m, l and the accumulators.
   EXPECT_EQ(llmc_kernels::paged_attention_warp_bytes(32, 8, 128, 16, 4), 16 * 130 * 4);
   EXPECT_EQ(launch("paged_attention", {32, 8, 80, 16}).shared_bytes, 4 * 16 * 82 * 4);
+  // 64-dim heads (Llama-3.2-1B): exactly 48 KB, which the backend opts in to.
+  EXPECT_EQ(launch("paged_attention", {32, 8, 64, 16}).shared_bytes, 48 * 1024);
+  // Rings of 320-dim heads would not fit beside each other: the SIMT walk.
+  EXPECT_TRUE(llmc_kernels::paged_attention_uses_mma(16, 4, 256, 16, 2));
+  EXPECT_FALSE(llmc_kernels::paged_attention_uses_mma(16, 4, 320, 16, 2));
+  EXPECT_EQ(launch("paged_attention", {16, 4, 320, 16}).shared_bytes, 4 * 16 * 322 * 4);
   EXPECT_EQ(shape.max_cluster, 8);
   // 2 kv heads (Qwen2.5-0.5B): blocks of 2 warps; 6: 2 rows, the last half full.
   EXPECT_EQ(launch("paged_attention", {14, 2, 64, 16}).block_threads, 64);

@@ -150,17 +150,19 @@ void CudaBackend::loadKernels(const plan::Plan &plan) {
   for (size_t i = 0; i < binaries.size(); ++i) {
     CUfunction function = loadFunction(binaries[i]);
     const plan::KernelModule &kernel = *plan.kernels()->Get(uint32_t(i));
-    if (kernel.shared_bytes() > 48 * 1024)
+    // A kernel's static shared memory adds to the dynamic amount, and above
+    // 48 KB in all a launch needs the opt-in; kernels that stage data there
+    // (attention's K/V rings) also want as many blocks a multiprocessor as it
+    // holds, not a larger L1.
+    if (kernel.shared_bytes() > 0) {
       driver_.check(driver_.cuFuncSetAttribute(function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                                kernel.shared_bytes()),
                     "cuFuncSetAttribute");
-    // Kernels that stage data in shared memory (attention's K/V rings) want
-    // as many blocks a multiprocessor as it holds, not a larger L1.
-    if (kernel.shared_bytes() > 0)
       driver_.check(driver_.cuFuncSetAttribute(function,
                                                CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
                                                CU_SHAREDMEM_CARVEOUT_MAX_SHARED),
                     "cuFuncSetAttribute");
+    }
     functions_.push_back(function);
   }
 }
