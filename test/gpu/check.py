@@ -15,8 +15,8 @@ Runs the prebuilt llmrun (--backend cuda) on engines compiled here
     every row of every filter, penalty and special value the host Sampler's
     token, logprob and top logprobs; GEMMs through the decode GEMV and through
     cuBLASLt meet fp64 sums of the same 16-bit values; paged attention (the
-    plan's kernel on the test's own ragged batches, on an fp32 engine and on
-    the bf16 8B-shaped one) meets an fp64 softmax.
+    plan's kernel on the test's own ragged batches, on fp32, bf16 and f16
+    plans of several head shapes and page sizes) meets an fp64 softmax.
 Prints one table of pass/fail per case.
 usage: python3 test/gpu/check.py LLMRUN ENGINES_DIR WORK_DIR
 """
@@ -178,9 +178,13 @@ def main():
     print(torch.cuda.get_device_name(0), torch.__version__, flush=True)
     backend_test("sampling", "device rows == host Sampler", "BackendSample.*")
     backend_test("gemm", "GEMV, cuBLASLt == fp64 sums", "BackendGemm.*:GemvShape.*")
-    backend_test("attention fp32", "SIMT walk == fp64", "BackendAttention.*")
-    backend_test("attention bf16", "tensor-core walk == fp64", "BackendAttention.*", "llama-3.1-8b-4l")
-    backend_test("attention bf16 64", "64-dim heads == fp64", "BackendAttention.*", "llama-3.2-1b")
+    for engine, check in (("llama_gqa_rope3", "fp32 (SIMT walk) == fp64"),
+                          ("llama-3.1-8b-4l", "bf16, 128-dim heads == fp64"),
+                          ("qwen2-7b-4l", "bf16, GQA group of 7 == fp64"),
+                          ("attention-64-dim", "bf16, 64-dim heads == fp64"),
+                          ("attention-f16-pages-32", "f16, 32-token pages == fp64"),
+                          ("attention-6-kv-heads", "bf16, 6 kv heads == fp64")):
+        backend_test("attention", check, "BackendAttention.*", engine)
     for case in sorted(os.listdir(os.path.join(ROOT, "test/golden/cases"))):
         golden(case)
     for case in sorted(os.listdir(os.path.join(ROOT, "test/gpu/configs"))):

@@ -11,6 +11,11 @@ done
 for config in test/gpu/configs/*/; do
   build/bin/llmc compile "$config" -o "$out/$(basename "$config")" -q --max-seq-len 4096
 done
-# Only its plan: check.py runs the attention kernel of 64-dim heads on it.
-build/bin/llmc compile test/fixtures/configs/llama-3.2-1b -o "$out/llama-3.2-1b" -q
+# Plans only, for check.py's attention checks: 64-dim heads (exactly 48 KB
+# of rings a block); f16 with 32-token pages; 6 kv heads (a last block row
+# of 2 warps).
+build/bin/llmc compile test/fixtures/configs/llama-3.2-1b -o "$out/attention-64-dim" -q
+build/bin/llmc compile test/fixtures/configs/llama-3.1-8b -o "$out/attention-f16-pages-32" -q \
+  --dtype f16 --kv-page-size 32 --max-seq-len 4096
+build/bin/llmc compile test/gpu/attention-6-kv-heads -o "$out/attention-6-kv-heads" -q
 du -sh "$out"
