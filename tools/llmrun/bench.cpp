@@ -89,6 +89,12 @@ struct Sequences {
   }
 };
 
+std::string formatMs(double ms, int decimals) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.*f", decimals, ms);
+  return text;
+}
+
 std::vector<int32_t> randomTokens(std::mt19937 &engine, int64_t count, int64_t vocab) {
   std::vector<int32_t> tokens(static_cast<size_t>(count));
   for (int32_t &token : tokens)
@@ -105,13 +111,14 @@ struct TemporaryDirectory {
   }
 };
 
-// Where a decode step's time goes: its steps launched one by one (no graph)
+// Where a forward's time goes: its steps launched one by one (no graph)
 // with an event after each, several forwards back to back so that the host
 // runs ahead and the intervals are GPU time (each launch's own latency
 // included, which a graph partly hides). Medians over the later forwards,
-// summed by kernel (GEMMs by shape and the kernel picked for it).
-std::string decodeStepBreakdown(runtime::CudaBackend &backend, runtime::Executor &executor, const plan::Plan &p,
-                                const runtime::ForwardBatch &step, double graphMs) {
+// summed by kernel (GEMMs by shape and the kernel picked for it). `title`
+// heads the table.
+std::string stepBreakdown(runtime::CudaBackend &backend, runtime::Executor &executor, const plan::Plan &p,
+                          const runtime::ForwardBatch &step, const std::string &title) {
   const plan::RankProgram &rank = *p.ranks()->Get(0);
   const size_t steps = rank.steps()->size();
   constexpr int kForwards = 5;  // the first one runs while the host is not yet ahead
@@ -145,12 +152,8 @@ std::string decodeStepBreakdown(runtime::CudaBackend &backend, runtime::Executor
     byLabel[label].second += ms;
     total += ms;
   }
+  std::string table = "\n| " + title + " | launches | ms | share |\n| --- | --- | --- | --- |\n";
   char line[256];
-  std::snprintf(line, sizeof line,
-                "\n| decode step, batch %lld, one by one (graph: %.2f ms) | launches | ms | share |\n"
-                "| --- | --- | --- | --- |\n",
-                (long long)step.numSeqs(), graphMs);
-  std::string table = line;
   for (const std::string &label : order) {
     std::snprintf(line, sizeof line, "| %s | %d | %.3f | %.1f%% |\n", label.c_str(), byLabel[label].first,
                   byLabel[label].second, 100.0 * byLabel[label].second / total);
@@ -276,6 +279,7 @@ int runBench(const BenchOptions &o) {
   std::vector<float> logits;
 
   // Prefill: B sequences of L tokens in one forward.
+  std::string breakdowns;
   std::printf("| prefill | ms | tokens/s | TFLOP/s | of GEMM rate |\n| --- | --- | --- | --- | --- |\n");
   for (auto [batch, length] : {std::pair<int64_t, int64_t>{1, 4096}, {8, 1024}}) {
     const int64_t pagesPerSequence = ceilDiv(length, executor->pageSize());
@@ -305,10 +309,13 @@ int runBench(const BenchOptions &o) {
     std::printf("| %lldx%lld | %.1f | %.0f | %.0f | %.0f%% |\n", (long long)batch, (long long)length, ms,
                 double(batch * length) / (ms * 1e-3), flops / (ms * 1e-3) / 1e12,
                 100.0 * flops / (ms * 1e-3) / 1e12 / gemmRate);
+    if (batch == 1)
+      breakdowns += stepBreakdown(backend, *executor, p, forward,
+                                  "prefill 1x" + std::to_string(length) + ", one by one (forward: " +
+                                      formatMs(ms, 1) + " ms)");
   }
 
   // Decode: B sequences at context C, one token each per step.
-  std::string breakdowns;
   std::printf("\n| decode batch | context | step ms | tokens/s | bound ms | of bound |\n"
               "| --- | --- | --- | --- | --- | --- |\n");
   for (int64_t context : o.contexts) {
@@ -366,7 +373,9 @@ int runBench(const BenchOptions &o) {
         runtime::ForwardBatch step;
         for (int64_t s = 0; s < batch; ++s)
           step.addChunk({&next[size_t(s)], 1}, int32_t(position), seqs.tables[size_t(s)], executor->pageSize());
-        breakdowns += decodeStepBreakdown(backend, *executor, p, step, ms);
+        breakdowns += stepBreakdown(backend, *executor, p, step,
+                                    "decode step, batch " + std::to_string(batch) +
+                                        ", one by one (graph: " + formatMs(ms, 2) + " ms)");
       }
     }
   }
