@@ -3,6 +3,8 @@
 #include "runtime/jit/Nvrtc.h"
 #include "runtime/support/Hash.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <exception>
@@ -41,23 +43,16 @@ bool readEntry(const fs::path &path, const std::string &key, ModuleBinary &binar
 }
 
 void writeEntry(const fs::path &path, const std::string &key, const ModuleBinary &binary) {
-  std::error_code error;
-  fs::create_directories(path.parent_path(), error);
-  fs::path temporary = path.string() + ".tmp" + std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));
-  {
-    std::ofstream file(temporary, std::ios::binary | std::ios::trunc);
-    auto writeString = [&](const std::string &text) {
-      uint64_t size = text.size();
-      file.write(reinterpret_cast<const char *>(&size), 8);
-      file.write(text.data(), std::streamsize(size));
-    };
-    writeString(key);
-    writeString(binary.lowered_name);
-    file.write(binary.cubin.data(), std::streamsize(binary.cubin.size()));
-    if (!file)
-      return;  // an unwritable cache only costs the next start a compile
-  }
-  fs::rename(temporary, path, error);
+  std::string entry;
+  auto appendString = [&](const std::string &text) {
+    const uint64_t size = text.size();
+    entry.append(reinterpret_cast<const char *>(&size), 8);
+    entry += text;
+  };
+  appendString(key);
+  appendString(binary.lowered_name);
+  entry.append(binary.cubin.data(), binary.cubin.size());
+  writeCacheFile(path.string(), entry);
 }
 
 } // namespace
@@ -69,6 +64,26 @@ std::string defaultCacheDir() {
     return (fs::path(xdg) / "llmc").string();
   const char *home = std::getenv("HOME");
   return (fs::path(home && *home ? home : "/tmp") / ".cache" / "llmc").string();
+}
+
+bool writeCacheFile(const std::string &path, std::string_view contents) {
+  std::error_code error;
+  fs::create_directories(fs::path(path).parent_path(), error);
+  // Unique to the writer: processes and compile threads may write at once.
+  const std::string temporary = path + ".tmp" + std::to_string(getpid()) + "." +
+                                std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+  {
+    std::ofstream file(temporary, std::ios::binary | std::ios::trunc);
+    file.write(contents.data(), std::streamsize(contents.size()));
+    if (file.flush()) {
+      file.close();
+      fs::rename(temporary, path, error);
+      if (!error)
+        return true;
+    }
+  }
+  fs::remove(temporary, error);
+  return false;
 }
 
 std::vector<ModuleBinary> compileModules(const plan::Plan &plan, const std::string &arch,

@@ -6,6 +6,7 @@
 #include "runtime/plan/PlanFile.h"
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace llmc::jit {
@@ -19,6 +20,12 @@ struct ModuleBinary {
 /// The cache directory: $LLMC_CACHE_DIR, else $XDG_CACHE_HOME/llmc, else
 /// ~/.cache/llmc (the kernels/ subfolder holds the entries).
 std::string defaultCacheDir();
+
+/// Writes `contents` to the cache file at `path` whole: into a temporary file
+/// renamed into place (readers never see part of it), creating the
+/// directory. A cache that cannot be written only costs a later start the
+/// work again: returns false and throws nothing.
+bool writeCacheFile(const std::string &path, std::string_view contents);
 
 /// A kernel module's NVRTC input (a plan's, or the runtime's own).
 struct ModuleSource {

@@ -10,8 +10,6 @@
 #include "runtime/support/Hash.h"
 #include "runtime/support/Math.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -357,19 +355,7 @@ void CudaBackend::tuneGemms(std::span<const GemmArgs> gemms) {
     }
     gemmChoices_[shape] = choice;
   }
-  // Written whole and renamed into place; a cache that cannot be written only
-  // costs the next start the timing.
-  std::error_code error;
-  std::filesystem::create_directories(std::filesystem::path(gemmChoicesPath_).parent_path(), error);
-  const std::string temporary = gemmChoicesPath_ + ".tmp" + std::to_string(getpid());
-  std::ofstream file(temporary, std::ios::trunc);
-  file << formatGemmChoices(gemmChoicesKey_, gemmChoices_);
-  file.close();
-  error.clear();
-  if (file)
-    std::filesystem::rename(temporary, gemmChoicesPath_, error);
-  if (!file || error)
-    std::filesystem::remove(temporary, error);
+  jit::writeCacheFile(gemmChoicesPath_, formatGemmChoices(gemmChoicesKey_, gemmChoices_));
 }
 
 std::string CudaBackend::formatGemmChoices(const std::string &key, const std::map<GemmShape, GemmChoice> &choices) {
