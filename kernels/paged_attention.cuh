@@ -83,15 +83,25 @@ constexpr int paged_attention_block_threads(int num_kv_heads) {
   return 32 * (num_kv_heads < kPagedAttentionWarps ? num_kv_heads : kPagedAttentionWarps);
 }
 
+// Query rows of a tile under one kv head: its tokens' GQA groups.
+constexpr int paged_attention_tile_rows(int num_heads, int num_kv_heads) {
+  return num_heads / num_kv_heads * paged_attention_tile_tokens(num_heads, num_kv_heads);
+}
+
+// Bytes of one 16-key page of K and V under one kv head in shared memory.
+constexpr int paged_attention_page_bytes(int head_dim, int dtype_bytes) {
+  return 2 * 16 * head_dim * dtype_bytes;
+}
+
 // Whether the tensor-core walk serves these shapes: 16-bit dtypes, and the
 // warps' rings fit in a block's shared memory (head dims up to 256).
 constexpr bool paged_attention_uses_mma(int num_heads, int num_kv_heads, int head_dim,
                                         int page_size, int dtype_bytes) {
-  const int rows = num_heads / num_kv_heads * paged_attention_tile_tokens(num_heads, num_kv_heads);
-  const int rings = paged_attention_block_threads(num_kv_heads) / 32 * kPagedAttentionStages * 2 *
-                    16 * head_dim * dtype_bytes;
+  const int rings = paged_attention_block_threads(num_kv_heads) / 32 * kPagedAttentionStages *
+                    paged_attention_page_bytes(head_dim, dtype_bytes);
   return dtype_bytes == 2 && head_dim % 64 == 0 && page_size % 16 == 0 &&
-         rows <= kPagedAttentionTileRows && rings <= 200 * 1024;
+         paged_attention_tile_rows(num_heads, num_kv_heads) <= kPagedAttentionTileRows &&
+         rings <= 200 * 1024;
 }
 
 // Shared memory of one warp: its ring of K/V pages (tensor-core walk) or,
@@ -100,11 +110,10 @@ constexpr bool paged_attention_uses_mma(int num_heads, int num_kv_heads, int hea
 // an upper bound (only 16-bit dtypes have a ring).
 constexpr int paged_attention_warp_bytes(int num_heads, int num_kv_heads, int head_dim,
                                          int page_size, int dtype_bytes) {
-  const int rows = num_heads / num_kv_heads * paged_attention_tile_tokens(num_heads, num_kv_heads);
-  const int partials = rows * (head_dim + 2) * 4;
+  const int partials = paged_attention_tile_rows(num_heads, num_kv_heads) * (head_dim + 2) * 4;
   const int ring =
       paged_attention_uses_mma(num_heads, num_kv_heads, head_dim, page_size, dtype_bytes)
-          ? kPagedAttentionStages * 2 * 16 * head_dim * dtype_bytes
+          ? kPagedAttentionStages * paged_attention_page_bytes(head_dim, dtype_bytes)
           : 0;
   return ((partials > ring ? partials : ring) + 127) / 128 * 128;
 }
@@ -534,8 +543,8 @@ struct WalkPages {
 template <int HEAD_DIM, typename T>
 struct PageBuffer {
   static constexpr int CHUNKS = HEAD_DIM / 8;                        // 16-byte chunks of a row
-  static constexpr unsigned HALF_BYTES = 16 * HEAD_DIM * sizeof(T);  // the K (or V) rows
-  static constexpr unsigned BYTES = 2 * HALF_BYTES;
+  static constexpr unsigned BYTES = paged_attention_page_bytes(HEAD_DIM, sizeof(T));
+  static constexpr unsigned HALF_BYTES = BYTES / 2;  // the K (or V) rows
 
   static __device__ __forceinline__ unsigned offset(int key, int chunk) {
     return static_cast<unsigned>(key * CHUNKS + (chunk ^ (key & 7))) * 16u;
@@ -805,7 +814,6 @@ constexpr bool use_mma() {
          paged_attention_uses_mma(NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, sizeof(T));
 }
 
-// The key ranges of tokens t0 .. t0 + tokens - 1 (tokens <= 0: an empty tile).
 // The keys [lo, hi] of the query token at position pos (empty: hi < lo).
 __device__ __forceinline__ void token_keys(int pos, int kv_len, int sliding_window, int& lo,
                                            int& hi) {
@@ -813,6 +821,7 @@ __device__ __forceinline__ void token_keys(int pos, int kv_len, int sliding_wind
   lo = sliding_window > 0 ? max(0, pos - sliding_window + 1) : 0;
 }
 
+// The key ranges of tokens t0 .. t0 + tokens - 1 (tokens <= 0: an empty tile).
 template <int TQ>
 __device__ __forceinline__ Tile<TQ> make_tile(int t0, int tokens, const int* positions, int kv_len,
                                               int sliding_window) {
@@ -854,7 +863,7 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   static_assert(NUM_HEADS % NUM_KV_HEADS == 0, "GQA needs NUM_HEADS % NUM_KV_HEADS == 0");
   constexpr int GROUP = NUM_HEADS / NUM_KV_HEADS;
   constexpr int TQ = paged_attention_tile_tokens(NUM_HEADS, NUM_KV_HEADS);
-  constexpr int ROWS = GROUP * TQ;
+  constexpr int ROWS = paged_attention_tile_rows(NUM_HEADS, NUM_KV_HEADS);
   constexpr int HEADS = paged_attention_block_threads(NUM_KV_HEADS) / 32;
   constexpr int BLOCK = HEADS * 32;
   namespace pad = paged_attention_detail;
@@ -888,6 +897,9 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   auto warp_part = [&](int w) -> Part& { return *reinterpret_cast<Part*>(smem + w * WARP_BYTES); };
   const float scale_log2 = scale * pad::kLog2e;
   constexpr int Q_STRIDE = NUM_HEADS * HEAD_DIM;
+  // The tensor-core walk moves 16-byte chunks (and 4-byte Q and output pairs).
+  const bool mma_aligned = is_aligned(q, 16) && is_aligned(k_cache, 16) &&
+                           is_aligned(v_cache, 16) && is_aligned(out, 16);
 
 #if LLMC_PAGED_ATTENTION_MMA
   // Prefill without a cluster (a sequence of more than one tile): the block
@@ -898,8 +910,7 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   if constexpr (HEADS > 1 && pad::use_mma<T, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE>()) {
     const int seq_start = qo_indptr[seq];
     const int seq_end = min(qo_indptr[seq + 1], num_tokens);
-    if (!clustered && seq_end - seq_start > TQ && is_aligned(q, 16) && is_aligned(k_cache, 16) &&
-        is_aligned(v_cache, 16) && is_aligned(out, 16)) {
+    if (!clustered && seq_end - seq_start > TQ && mma_aligned) {
       if ((t0 - seq_start) / TQ % HEADS != 0) return;
       using Walk = pad::MmaWalk<GROUP, TQ, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, T>;
       // The ring: STAGES buffers of PAGES pages (as many as fit, up to 4),
@@ -973,8 +984,7 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
     bool done = false;
     if constexpr (pad::use_mma<T, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE>()) {
 #if LLMC_PAGED_ATTENTION_MMA
-      if (is_aligned(q, 16) && is_aligned(k_cache, 16) && is_aligned(v_cache, 16) &&
-          is_aligned(out, 16)) {
+      if (mma_aligned) {
         pad::MmaWalk<GROUP, TQ, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, T> w;
         w.begin(q, Q_STRIDE, kvh, tile);
         w.walk_own_pages(k_cache, v_cache, pages, kvh, tile, scale_log2, static_cast<int>(rank),

@@ -14,14 +14,13 @@
 #include "test/unit/BackendUnderTest.h"
 
 #include "runtime/backend/Backend.h"
+#include "runtime/backend/cpu/CpuOps.h"
 #include "runtime/plan/PlanFile.h"
-#include "runtime/weights/float16.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <memory>
 #include <numeric>
@@ -57,33 +56,19 @@ protected:
     numKvHeads_ = int(kernel.params()->Get(1));
     headDim_ = int(kernel.params()->Get(2));
     pageSize_ = int(kernel.params()->Get(3));
-    dtype_ = kernel.dtype();
+    element_ = kernel.dtype() == DType::f32   ? cpu::ElementType::f32
+               : kernel.dtype() == DType::f16 ? cpu::ElementType::f16
+                                              : cpu::ElementType::bf16;
   }
 
-  // Values as the cache and Q hold them (rounded to the dtype) and their bits.
-  float stored(float v) const {
-    return dtype_ == DType::f32 ? v
-           : dtype_ == DType::bf16 ? weights::bf16ToFloat(weights::floatToBf16(v))
-                                   : weights::halfToFloat(weights::floatToHalf(v));
-  }
-  size_t elementBytes() const { return dtype_ == DType::f32 ? 4 : 2; }
+  // Elements as Q, the cache and the output hold them, in the plan's dtype
+  // (rounded to nearest even when stored, widened exactly when read).
+  size_t elementBytes() const { return cpu::elementBytes(element_); }
   void put(std::vector<char> &bytes, size_t index, float v) const {
-    if (dtype_ == DType::f32) {
-      std::memcpy(bytes.data() + index * 4, &v, 4);
-    } else {
-      const uint16_t bits = dtype_ == DType::bf16 ? weights::floatToBf16(v) : weights::floatToHalf(v);
-      std::memcpy(bytes.data() + index * 2, &bits, 2);
-    }
+    cpu::storeElement(element_, bytes.data(), int64_t(index), v);
   }
   float get(const std::vector<char> &bytes, size_t index) const {
-    if (dtype_ == DType::f32) {
-      float v;
-      std::memcpy(&v, bytes.data() + index * 4, 4);
-      return v;
-    }
-    uint16_t bits;
-    std::memcpy(&bits, bytes.data() + index * 2, 2);
-    return dtype_ == DType::bf16 ? weights::bf16ToFloat(bits) : weights::halfToFloat(bits);
+    return cpu::loadElement(element_, bytes.data(), int64_t(index));
   }
 
   // Runs the batch and checks every (token, head) output row's relative L2
@@ -197,7 +182,7 @@ protected:
 
     // fp32 math; 16-bit outputs add their rounding (2^-9 relative for bf16),
     // and the tensor-core walk rounds the softmax weights to the dtype too.
-    const double tolerance = dtype_ == DType::f32 ? 1e-5 : 1e-2;
+    const double tolerance = element_ == cpu::ElementType::f32 ? 1e-5 : 1e-2;
     double worst = 0;
     int worstToken = -1, worstHead = -1;
     for (int t = 0; t < numTokens; ++t)
@@ -220,7 +205,7 @@ protected:
 
   int32_t kernel_ = -1;
   int numHeads_ = 0, numKvHeads_ = 0, headDim_ = 0, pageSize_ = 0;
-  DType dtype_ = DType::f32;
+  cpu::ElementType element_ = cpu::ElementType::f32;
 };
 
 TEST_F(BackendAttention, DecodeRowsAroundPageBoundaries) {
