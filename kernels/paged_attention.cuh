@@ -481,6 +481,13 @@ __device__ __forceinline__ unsigned pack2<__half>(float lo, float hi) {
   return *reinterpret_cast<const unsigned*>(&v);
 }
 
+// 2^x in one MUFU instruction (denormal results flush to 0; -inf gives 0).
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // ---- asynchronous copies and shared-memory operand loads (sm_80+) ----
 
 // 16 bytes from global to shared memory without passing through registers;
@@ -626,6 +633,7 @@ struct MmaWalk {
   float l[2];  // this lane's share until finish()
   float o[NT][4];
   int rlo[2], rhi[2];  // key ranges of rows g, g + 8 (empty for padding rows)
+  int lo_all, hi_all;  // keys in the ranges of all the warp's real rows
   unsigned qa[KSTEPS][4];
 
   __device__ __forceinline__ void begin(const T* q, int q_stride, int kvh, const Tile<TQ>& tile) {
@@ -653,6 +661,60 @@ struct MmaWalk {
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[nt][e] = 0.f;
+    // Keys every real row sees: a step inside [lo_all, hi_all] needs no mask.
+    int lo = 0x80000000, hi = 0x7fffffff;
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      if (rlo[h] <= rhi[h]) lo = max(lo, rlo[h]), hi = min(hi, rhi[h]);
+    lo_all = __reduce_max_sync(0xffffffffu, lo);
+    hi_all = __reduce_min_sync(0xffffffffu, hi);
+  }
+
+  // The online softmax of S's rows (g and g + 8; a row's keys sit in the 4
+  // lanes of a quad) over keys base .. base + 16 PAGES - 1: S becomes
+  // P = exp2(S - m), m the new running max, and O and l are rescaled.
+  // MASKED: keys outside a row's range count as -inf (a row may then have
+  // no key yet: m stays -inf and P is 0); otherwise all keys are in range.
+  // Max and sum run as four independent chains, not one.
+  template <int PAGES, bool MASKED>
+  __device__ __forceinline__ void softmax(float (&s)[2 * PAGES][4], int base, float scale_log2) {
+    constexpr int N = 4 * PAGES;  // a lane's elements of one row
+    const int qd = threadIdx.x & 3;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float part[4] = {m[h], neg_inf(), neg_inf(), neg_inf()};
+#pragma unroll
+      for (int i = 0; i < N; ++i) {
+        float& x = s[i / 2][2 * h + i % 2];
+        x *= scale_log2;
+        if constexpr (MASKED) {
+          const int key = base + (i / 2) * 8 + 2 * qd + i % 2;
+          if (key < rlo[h] || key > rhi[h]) x = neg_inf();
+        }
+        part[i % 4] = fmaxf(part[i % 4], x);
+      }
+      float mx = fmaxf(fmaxf(part[0], part[1]), fmaxf(part[2], part[3]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      // exp2(-inf - 0) = 0 covers a row with no key so far.
+      const float shift = MASKED && mx == neg_inf() ? 0.f : mx;
+      const float alpha = exp2_approx(m[h] - shift);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) part[i] = 0.f;
+#pragma unroll
+      for (int i = 0; i < N; ++i) {
+        float& x = s[i / 2][2 * h + i % 2];
+        x = exp2_approx(x - shift);
+        part[i % 4] += x;
+      }
+      l[h] = l[h] * alpha + ((part[0] + part[1]) + (part[2] + part[3]));
+      m[h] = mx;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        o[nt][2 * h] *= alpha;
+        o[nt][2 * h + 1] *= alpha;
+      }
+    }
   }
 
   // The keys base .. base + 16 PAGES - 1 from PAGES consecutive page buffers
@@ -660,7 +722,6 @@ struct MmaWalk {
   template <int PAGES>
   __device__ __forceinline__ void step(unsigned buf, int base, float scale_log2) {
     const int lane = threadIdx.x & 31;
-    const int qd = lane & 3;
 
     // S: rows x 16 PAGES keys; s[nt2][2h + e] = (row g + 8h, key nt2 * 8 + 2qd + e).
     // Matrices of one ldmatrix: keys 0-7 and 8-15 of a page by dims 16st..
@@ -678,39 +739,10 @@ struct MmaWalk {
         mma_16816<T>(s[2 * p + 1], qa[st], kb[2], kb[3]);
       }
 
-    // Online softmax per row; a row's keys sit in the 4 lanes of a quad.
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float mx = m[h];
-#pragma unroll
-      for (int nt2 = 0; nt2 < 2 * PAGES; ++nt2)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int key = base + nt2 * 8 + 2 * qd + e;
-          float& x = s[nt2][2 * h + e];
-          x = key >= rlo[h] && key <= rhi[h] ? x * scale_log2 : neg_inf();
-          mx = fmaxf(mx, x);
-        }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float alpha = m[h] == mx ? 1.f : exp2f(m[h] - mx);
-      float sum = 0.f;
-#pragma unroll
-      for (int nt2 = 0; nt2 < 2 * PAGES; ++nt2)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float& x = s[nt2][2 * h + e];
-          x = x == neg_inf() ? 0.f : exp2f(x - mx);
-          sum += x;
-        }
-      l[h] = l[h] * alpha + sum;
-      m[h] = mx;
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        o[nt][2 * h] *= alpha;
-        o[nt][2 * h + 1] *= alpha;
-      }
-    }
+    if (base >= lo_all && base + 16 * PAGES - 1 <= hi_all)
+      softmax<PAGES, false>(s, base, scale_log2);
+    else
+      softmax<PAGES, true>(s, base, scale_log2);
 
     // O += P V: P is the A operand straight from S's accumulator layout.
     // Matrices of one ldmatrix.trans: keys 0-7 and 8-15 of a page by dims
