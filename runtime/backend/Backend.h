@@ -43,6 +43,13 @@ public:
   virtual void release(void *pointer) = 0;
   virtual void upload(void *device, const void *host, size_t bytes) = 0;
   virtual void download(void *host, const void *device, size_t bytes) = 0;
+  /// Host memory the device copies into without staging (page-locked on
+  /// CUDA): what downloadAsync() writes to.
+  virtual void *allocateHost(size_t bytes) = 0;
+  virtual void releaseHost(void *pointer) = 0;
+  /// Queues a copy into host memory from allocateHost() behind the launched
+  /// steps and returns; the bytes are there once synchronize() returns.
+  virtual void downloadAsync(void *host, const void *device, size_t bytes) = 0;
 
   /// Prepares every kernel module of the plan (the CUDA backend compiles
   /// them); called once before any launch.

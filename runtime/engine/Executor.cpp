@@ -181,6 +181,8 @@ void Executor::reserve() {
   rowParams_ = reinterpret_cast<sample::RowSampling *>(base + rowParams);
   rowSamples_ = reinterpret_cast<sample::RowSample *>(base + rowSamples);
   workspace_ = base + workspace;
+  memory_.hostSamples =
+      static_cast<sample::RowSample *>(backend_.allocateHost(size_t(maxSeqs_) * sizeof(sample::RowSample)));
 }
 
 void Executor::bindBuffers() {
@@ -258,6 +260,12 @@ void Executor::prepareDecode() {
 }
 
 Executor::~Executor() {
+  if (sampling()) {  // a copy into memory_.hostSamples may still be running
+    try {
+      backend_.synchronize();
+    } catch (const std::exception &) {
+    }
+  }
   for (auto &[batch, graph] : decodeGraphs_)
     backend_.destroyGraph(graph);
 }
@@ -271,6 +279,11 @@ Executor::DeviceMemory::~DeviceMemory() {
         backend.release(pointer);
     } catch (const std::exception &) {
     }
+  }
+  try {
+    if (hostSamples)
+      backend.releaseHost(hostSamples);
+  } catch (const std::exception &) {
   }
 }
 
@@ -346,7 +359,13 @@ GemmArgs Executor::gemmArgs(const plan::Gemm &gemm, const BatchShape &shape) con
 }
 
 
+void Executor::requireNothingInFlight(const char *what) const {
+  if (sampling())
+    throw std::logic_error(std::string(what) + " while a launched forward is not collected");
+}
+
 void Executor::forward(const ForwardBatch &batch, std::vector<float> &logits) {
+  requireNothingInFlight("forward()");
   TimeInto timer{forwardSeconds_};
   const BatchShape shape = run(batch);
   logits.resize(size_t(shape.num_seqs * vocabSize()));
@@ -356,7 +375,14 @@ void Executor::forward(const ForwardBatch &batch, std::vector<float> &logits) {
 void Executor::forwardSample(const ForwardBatch &batch, std::span<const sample::RowSampling> rows,
                              std::span<const sample::LogitAdjustment> adjustments,
                              std::vector<sample::RowSample> &results) {
-  TimeInto timer{forwardSeconds_};
+  launchSample(batch, rows, adjustments);
+  collectSamples(results);
+}
+
+void Executor::launchSample(const ForwardBatch &batch, std::span<const sample::RowSampling> rows,
+                            std::span<const sample::LogitAdjustment> adjustments) {
+  requireNothingInFlight("launchSample()");
+  const auto start = std::chrono::steady_clock::now();
   if (int64_t(rows.size()) != batch.numSeqs())
     reject("a forward of " + std::to_string(batch.numSeqs()) + " sequences needs as many sampling rows, got " +
            std::to_string(rows.size()));
@@ -394,8 +420,18 @@ void Executor::forwardSample(const ForwardBatch &batch, std::span<const sample::
   const BatchShape shape = run(batch);
   backend_.sample(static_cast<float *>(buffers_[size_t(logitsBuffer_)]), shape.num_seqs, vocabSize(),
                   rowParams_, deviceAdjustments, rowSamples_);
-  results.resize(size_t(shape.num_seqs));
-  backend_.download(results.data(), rowSamples_, results.size() * sizeof(sample::RowSample));
+  backend_.downloadAsync(memory_.hostSamples, rowSamples_, size_t(shape.num_seqs) * sizeof(sample::RowSample));
+  launchedRows_ = shape.num_seqs;
+  launchedAt_ = start;
+}
+
+void Executor::collectSamples(std::vector<sample::RowSample> &results) {
+  if (!sampling())
+    throw std::logic_error("collectSamples() with no forward launched");
+  const int64_t rows = std::exchange(launchedRows_, -1);
+  backend_.synchronize();
+  results.assign(memory_.hostSamples, memory_.hostSamples + rows);
+  forwardSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - launchedAt_).count();
 }
 
 void Executor::forwardGreedy(const ForwardBatch &batch, std::vector<int32_t> &tokens) {
@@ -441,6 +477,7 @@ void Executor::uploadInputs(const ForwardBatch &inputs) {
 
 void Executor::launchStepsRepeatedly(const ForwardBatch &batch, int repeats,
                                      const std::function<void(size_t step)> &afterStep) {
+  requireNothingInFlight("launchStepsRepeatedly()");
   validate(batch);
   uploadInputs(batch);
   for (int r = 0; r < repeats; ++r)

@@ -9,6 +9,7 @@
 #include "runtime/sample/RowSampling.h"
 #include "runtime/weights/safetensors.h"
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -94,6 +95,16 @@ public:
   void forwardSample(const ForwardBatch &batch, std::span<const sample::RowSampling> rows,
                      std::span<const sample::LogitAdjustment> adjustments,
                      std::vector<sample::RowSample> &results);
+  /// forwardSample() in two halves, so that host work can run while the
+  /// device computes: launchSample() validates, uploads and launches the
+  /// forward and its sampling and returns without waiting (the results are
+  /// copied back behind them); collectSamples() waits and hands them over.
+  /// One forward at a time: launching or running another before the
+  /// collect, or collecting with none launched, throws std::logic_error.
+  void launchSample(const ForwardBatch &batch, std::span<const sample::RowSampling> rows,
+                    std::span<const sample::LogitAdjustment> adjustments);
+  void collectSamples(std::vector<sample::RowSample> &results);
+  bool sampling() const { return launchedRows_ >= 0; }
   /// forwardSample() with every row greedy: each sequence's most likely next
   /// token (lowest id on ties).
   void forwardGreedy(const ForwardBatch &batch, std::vector<int32_t> &tokens);
@@ -105,9 +116,10 @@ public:
                              const std::function<void(size_t step)> &afterStep);
   /// The backend GEMM a plan Gemm step makes for a batch of this shape.
   GemmArgs gemmArgs(const plan::Gemm &gemm, const BatchShape &shape) const;
-  /// Wall time spent in forward() and forwardSample() so far (each returns
-  /// when its results are on the host): the rest of a serving loop's time is
-  /// host work during which the device idles.
+  /// Wall time from each forward's launch until its results were on the
+  /// host (forward(), forwardSample(), launchSample() to collectSamples()):
+  /// the rest of a serving loop's time is host work during which the device
+  /// idles.
   double forwardSeconds() const { return forwardSeconds_; }
   /// Wall time the start-up graph captures took (0 without graphs).
   double graphCaptureSeconds() const { return graphCaptureSeconds_; }
@@ -134,12 +146,14 @@ private:
     Backend &backend;
     void *reservation = nullptr;
     void *adjustments = nullptr;
+    sample::RowSample *hostSamples = nullptr;  // host memory: where results land
     ~DeviceMemory();
   };
 
   void validate(const ForwardBatch &batch) const;
   /// Validates, uploads and launches a forward; its logits stay on the device.
   BatchShape run(const ForwardBatch &batch);
+  void requireNothingInFlight(const char *what) const;
   void uploadInputs(const ForwardBatch &inputs);
   void runSteps(const BatchShape &shape, const std::function<void(size_t step)> &afterStep = {});
 
@@ -162,6 +176,8 @@ private:
   bool graphs_ = true;
   std::map<int64_t, void *> decodeGraphs_;  // batch size -> captured decode forward
   int32_t scratchPage_ = 0;  // the KV page past the cache that padding sequences write
+  int64_t launchedRows_ = -1;  // rows of the launchSample() not yet collected
+  std::chrono::steady_clock::time_point launchedAt_;
   double forwardSeconds_ = 0, graphCaptureSeconds_ = 0, gemmTuningSeconds_ = 0;
 };
 

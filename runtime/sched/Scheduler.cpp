@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <limits>
 #include <stdexcept>
+#include <utility>
 
 namespace llmc::runtime {
 namespace {
@@ -91,6 +92,7 @@ Scheduler::Scheduler(Executor &executor, BlockManager &pages, const SchedulerOpt
 }
 
 Scheduler::~Scheduler() {
+  dropLaunched();
   for (auto &seq : running_)
     releasePages(*seq);
   for (auto &seq : waiting_)
@@ -110,6 +112,8 @@ uint64_t Scheduler::add(GenerationRequest request) {
 }
 
 bool Scheduler::abort(uint64_t id) {
+  if (inFlight())  // its pages are being written
+    throw std::logic_error("Scheduler::abort() while a forward is in flight");
   auto matches = [id](const std::unique_ptr<Sequence> &seq) { return seq->id == id; };
   if (auto at = std::find_if(waiting_.begin(), waiting_.end(), matches); at != waiting_.end()) {
     releasePages(**at);
@@ -221,6 +225,14 @@ void Scheduler::finish(Sequence &seq, SequenceUpdate &update, const std::string 
 }
 
 std::vector<SequenceUpdate> Scheduler::step() {
+  if (!launch())
+    return {};
+  return complete();
+}
+
+bool Scheduler::launch() {
+  if (inFlight())
+    throw std::logic_error("Scheduler::launch() while a forward is in flight");
   const int32_t pageSize = executor_.pageSize();
   ForwardBatch batch;
   std::vector<Sequence *> scheduled;  // in batch order
@@ -285,7 +297,7 @@ std::vector<SequenceUpdate> Scheduler::step() {
   if (scheduled.empty()) {
     if (!idle())
       throw std::logic_error("no request can be scheduled although the KV cache is idle");
-    return {};
+    return false;
   }
 
   // Sequences whose chunk ends at their last token get a new token.
@@ -305,9 +317,21 @@ std::vector<SequenceUpdate> Scheduler::step() {
     rows_.push_back(seq->sampler.prepare(
         adjustments_, banEos ? std::span<const int32_t>(options_.eos_token_ids) : std::span<const int32_t>{}));
   }
+  executor_.launchSample(batch, rows_, adjustments_);
   ++counters_.forwards;
   counters_.computed_tokens += batch.numTokens();
-  executor_.forwardSample(batch, rows_, adjustments_, samples_);
+  scheduled_ = std::move(scheduled);
+  sampled_ = std::move(sampled);
+  return true;
+}
+
+std::vector<SequenceUpdate> Scheduler::complete() {
+  if (!inFlight())
+    throw std::logic_error("Scheduler::complete() with no forward in flight");
+  const std::vector<Sequence *> scheduled = std::exchange(scheduled_, {});
+  const std::vector<Sequence *> sampled = std::exchange(sampled_, {});
+  executor_.collectSamples(samples_);
+  // Only KV that was computed goes into the prefix cache.
   for (Sequence *seq : scheduled)
     publishFullPages(*seq);
 
@@ -364,7 +388,19 @@ std::vector<SequenceUpdate> Scheduler::step() {
   return updates;
 }
 
+void Scheduler::dropLaunched() {
+  if (!inFlight())
+    return;
+  scheduled_.clear();
+  sampled_.clear();
+  try {
+    executor_.collectSamples(samples_);
+  } catch (const std::exception &) {  // a failed forward writes nothing more either
+  }
+}
+
 std::vector<SequenceUpdate> Scheduler::failAll(const std::string &message) {
+  dropLaunched();
   std::vector<SequenceUpdate> updates;
   auto fail = [&](Sequence &seq) {
     SequenceUpdate update{seq.id, std::nullopt, "", false, "", message, seq.cachedTokens};

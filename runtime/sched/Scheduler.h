@@ -103,9 +103,18 @@ public:
   const SchedulerCounters &counters() const { return counters_; }
 
   /// Runs one forward, if there is anything to run, and returns the new
-  /// tokens it sampled. A failing forward throws; its sequences are then
-  /// finished with reason "error" by failAll().
+  /// tokens it sampled: launch() then complete(). A failing forward throws;
+  /// its sequences are then finished with reason "error" by failAll().
   std::vector<SequenceUpdate> step();
+  /// step() in two halves, so that a caller's own host work (handing out
+  /// the previous updates) runs while the device computes: launch()
+  /// schedules and launches the next forward (false: nothing to run) and
+  /// complete() waits for it and returns its updates. In between, add() may
+  /// queue requests; abort(), launch() and a second complete() throw
+  /// std::logic_error.
+  bool launch();
+  std::vector<SequenceUpdate> complete();
+  bool inFlight() const { return !scheduled_.empty(); }
   /// Finishes every request with finish_reason "error" and this message.
   std::vector<SequenceUpdate> failAll(const std::string &message);
 
@@ -121,6 +130,9 @@ private:
   /// arrives in several requests at once).
   bool prefixInFlight(const Sequence &seq) const;
   void publishFullPages(Sequence &seq);
+  /// Waits for a launched forward whose results nobody will read: no page
+  /// may go back while the device can still write it.
+  void dropLaunched();
   /// Ends a sequence: its last text (the decoder's pending bytes too, unless
   /// flushText is false), the reason, its pages back.
   void finish(Sequence &seq, SequenceUpdate &update, const std::string &reason, bool flushText = true);
@@ -134,6 +146,9 @@ private:
   std::deque<std::unique_ptr<Sequence>> waiting_;   // FIFO; preempted ones at the front
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
   SchedulerCounters counters_;
+  // The launched forward's sequences in batch order, and for each its
+  // sequence where it samples a token (else null); empty when none is in flight.
+  std::vector<Sequence *> scheduled_, sampled_;
   // A forward's sampling rows and results (kept to reuse their memory).
   std::vector<sample::RowSampling> rows_;
   std::vector<sample::LogitAdjustment> adjustments_;

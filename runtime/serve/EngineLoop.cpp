@@ -89,13 +89,20 @@ void EngineLoop::publishStats() {
 }
 
 void EngineLoop::run() {
+  // The last forward's updates: handed out while the next forward runs.
+  std::vector<runtime::SequenceUpdate> updates;
   for (;;) {
     std::vector<Submitted> submitted;
     std::vector<std::shared_ptr<Channel>> cancelled;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !inbox_.empty() || !cancelled_.empty() || !scheduler_.idle(); });
+      wake_.wait(lock, [&] {
+        return stopping_ || !inbox_.empty() || !cancelled_.empty() || !scheduler_.idle() || !updates.empty();
+      });
       if (stopping_) {
+        lock.unlock();
+        deliver(std::move(updates));
+        lock.lock();
         // Whatever is still waiting or running ends with an error now.
         for (Submitted &group : inbox_)
           for (size_t i = 0; i < group.requests.size(); ++i)
@@ -130,15 +137,27 @@ void EngineLoop::run() {
       }
     }
 
-    std::vector<runtime::SequenceUpdate> updates;
+    // A failed forward fails the requests in flight, not the server.
+    auto fail = [&](const std::exception &error) {
+      std::vector<runtime::SequenceUpdate> failed =
+          scheduler_.failAll(std::string("the forward failed: ") + error.what());
+      updates.insert(updates.end(), std::make_move_iterator(failed.begin()), std::make_move_iterator(failed.end()));
+    };
+    bool launched = false;
     try {
-      updates = scheduler_.step();
+      launched = scheduler_.launch();
     } catch (const std::exception &error) {
-      // A failed forward fails the requests in flight, not the server.
-      updates = scheduler_.failAll(std::string("the forward failed: ") + error.what());
+      fail(error);
     }
-    deliver(std::move(updates));
+    deliver(std::exchange(updates, {}));
     publishStats();
+    if (launched) {
+      try {
+        updates = scheduler_.complete();
+      } catch (const std::exception &error) {
+        fail(error);
+      }
+    }
   }
 }
 

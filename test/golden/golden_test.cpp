@@ -7,12 +7,15 @@
 
 #include "runtime/backend/Backend.h"
 #include "runtime/sched/Scheduler.h"
+#include "runtime/serve/EngineLoop.h"
 #include "runtime/engine/Scoring.h"
 #include "runtime/support/Math.h"
 #include "runtime/weights/safetensors.h"
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -21,6 +24,7 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <thread>
 #include <tuple>
 
 namespace {
@@ -211,11 +215,21 @@ public:
   void release(void *pointer) override { cpu_->release(pointer); }
   void upload(void *device, const void *host, size_t bytes) override { cpu_->upload(device, host, bytes); }
   void download(void *host, const void *device, size_t bytes) override { cpu_->download(host, device, bytes); }
+  void *allocateHost(size_t bytes) override { return cpu_->allocateHost(bytes); }
+  void releaseHost(void *pointer) override { cpu_->releaseHost(pointer); }
+  // As on a device, an asynchronous copy lands only at synchronize(): a
+  // reader that does not wait for it sees stale bytes.
+  void downloadAsync(void *host, const void *device, size_t bytes) override {
+    pendingCopies.push_back({host, device, bytes});
+  }
   void loadKernels(const plan::Plan &plan) override { cpu_->loadKernels(plan); }
   void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
               std::span<const plan::Scalar> scalars, const runtime::BatchShape &batch) override {
+    if (failLaunches)
+      throw std::runtime_error("injected launch failure");
     cpu_->launch(plan, kernel, buffers, scalars, batch);
   }
+  std::atomic<bool> failLaunches{false};
   void gemm(const runtime::GemmArgs &args) override {
     gemms.push_back(args);
     cpu_->gemm(args);
@@ -227,7 +241,17 @@ public:
               const sample::LogitAdjustment *adjustments, sample::RowSample *out) override {
     cpu_->sample(logits, rows, cols, params, adjustments, out);
   }
-  void synchronize() override {}
+  void synchronize() override {
+    for (const PendingCopy &copy : pendingCopies)
+      cpu_->download(copy.host, copy.device, copy.bytes);
+    pendingCopies.clear();
+  }
+  struct PendingCopy {
+    void *host;
+    const void *device;
+    size_t bytes;
+  };
+  std::vector<PendingCopy> pendingCopies;
 
 private:
   std::unique_ptr<runtime::Backend> cpu_ = runtime::createBackend("cpu");
@@ -272,6 +296,47 @@ TEST_P(Golden, DeviceMemoryIsOneReservation) {
     EXPECT_NE(std::string(error.what()).find("the engine needs"), std::string::npos) << error.what();
     EXPECT_NE(std::string(error.what()).find("out of device memory"), std::string::npos) << error.what();
   }
+}
+
+// launchSample() returns with the results still on their way (the backend
+// copies them at synchronize()); collectSamples() waits for them and gives
+// what forwardSample() gives. One forward at a time: a second launch, a
+// forward() or a collect with nothing launched is a logic error, and the
+// executor works on after it.
+TEST_P(Golden, LaunchedSamplesArriveAtCollect) {
+  CountingBackend counting;
+  runtime::Executor executor(*plan, counting, *checkpoint, caseDir.string(), smallLimits());
+  std::vector<int32_t> tables[2] = {{0}, {1}};
+  runtime::ForwardBatch batch;
+  for (int s = 0; s < 2; ++s)
+    batch.addChunk({prompts[size_t(s)].data(), 4}, 0, tables[s], executor.pageSize());
+  sample::RowSampling rows[2]{};
+  rows[0].logprobs = 3;
+  std::vector<sample::RowSample> expected, results;
+  executor.forwardSample(batch, rows, {}, expected);
+  ASSERT_EQ(expected.size(), 2u);
+
+  executor.launchSample(batch, rows, {});
+  EXPECT_TRUE(executor.sampling());
+  EXPECT_EQ(counting.pendingCopies.size(), 1u);  // not read back yet
+  std::vector<float> logits;
+  EXPECT_THROW(executor.forward(batch, logits), std::logic_error);
+  EXPECT_THROW(executor.launchSample(batch, rows, {}), std::logic_error);
+  executor.collectSamples(results);
+  EXPECT_FALSE(executor.sampling());
+  EXPECT_TRUE(counting.pendingCopies.empty());
+  ASSERT_EQ(results.size(), expected.size());
+  for (size_t s = 0; s < results.size(); ++s) {
+    EXPECT_EQ(results[s].token, expected[s].token) << s;
+    EXPECT_EQ(results[s].logprob, expected[s].logprob) << s;
+    ASSERT_EQ(results[s].num_top, expected[s].num_top) << s;
+    for (int i = 0; i < results[s].num_top; ++i)
+      EXPECT_EQ(results[s].top_tokens[i], expected[s].top_tokens[i]) << s << " " << i;
+  }
+  EXPECT_GT(results[0].num_top, 0);
+  EXPECT_THROW(executor.collectSamples(results), std::logic_error);
+  executor.forward(batch, logits);  // usable again
+  EXPECT_EQ(logits.size(), size_t(2 * executor.vocabSize()));
 }
 
 // At start-up the executor hands the backend, for each decode size, exactly
@@ -546,6 +611,100 @@ TEST_P(Golden, EqualPromptsAtOnceComputeTheSharedPagesOnce) {
     EXPECT_EQ(fresh.numFree(), fresh.numPages()) << "pages leaked";
   }
   EXPECT_GT(served, 0u) << "no prompt of this case fills a page";
+}
+
+// A scheduler driven in halves (launch(), host work, complete()) gives
+// transformers' continuations; requests added while a forward is in flight
+// join later forwards; launch(), complete() and abort() out of turn are
+// logic errors that change nothing; a scheduler destroyed with a forward in
+// flight waits for it and gives its pages back.
+TEST_P(Golden, SchedulerStepsInHalves) {
+  runtime::BlockManager fresh(pages->numPages());
+  {
+    runtime::Scheduler scheduler(*executor, fresh, runtime::SchedulerOptions{});
+    EXPECT_THROW(scheduler.complete(), std::logic_error);
+    scheduler.add(greedyRequest(prompts[0], 64));
+    size_t added = 1;
+    std::vector<std::vector<int32_t>> tokens(prompts.size());
+    while (!scheduler.idle()) {
+      ASSERT_TRUE(scheduler.launch());
+      EXPECT_TRUE(scheduler.inFlight());
+      EXPECT_THROW(scheduler.launch(), std::logic_error);
+      EXPECT_THROW(scheduler.abort(0), std::logic_error);
+      if (added < prompts.size())
+        scheduler.add(greedyRequest(prompts[added++], 64));
+      for (const runtime::SequenceUpdate &update : scheduler.complete()) {
+        ASSERT_TRUE(update.sample) << update.error;
+        tokens[update.id].push_back(update.sample->token);
+      }
+    }
+    EXPECT_FALSE(scheduler.inFlight());
+    for (size_t i = 0; i < prompts.size(); ++i)
+      EXPECT_EQ(prefix(tokens[i], expectedGreedy(i).size()), expectedGreedy(i)) << "prompt " << i;
+  }
+  {
+    runtime::Scheduler dropped(*executor, fresh, runtime::SchedulerOptions{});
+    dropped.add(greedyRequest(prompts[0], 4));
+    ASSERT_TRUE(dropped.launch());
+  }
+  EXPECT_FALSE(executor->sampling());
+  EXPECT_EQ(fresh.numFree(), fresh.numPages()) << "pages leaked";
+}
+
+// The serving loop (which hands out a forward's updates while the next one
+// runs): requests get transformers' tokens; a forward that fails ends its
+// request with an error, and the loop serves the next request as before.
+TEST_P(Golden, EngineLoopSurvivesAFailedForward) {
+  CountingBackend counting;
+  runtime::Executor executor(*plan, counting, *checkpoint, caseDir.string(), smallLimits());
+  runtime::BlockManager fresh(int32_t(executor.numPages()));
+  runtime::Scheduler scheduler(executor, fresh, runtime::SchedulerOptions{});
+  serve::EngineLoop loop(scheduler, fresh, 8);
+  std::thread engine([&] { loop.run(); });
+  // Every update of each request of one group, in arrival order.
+  auto serve = [&](std::vector<runtime::GenerationRequest> requests) {
+    std::vector<std::vector<runtime::SequenceUpdate>> updates(requests.size());
+    std::shared_ptr<serve::Channel> channel = loop.submit(std::move(requests), executor);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!channel->finished()) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "the requests did not finish within 20 s";
+        break;
+      }
+      for (serve::Channel::Item &item : channel->take(std::chrono::milliseconds(100)))
+        updates[item.index].push_back(std::move(item.update));
+    }
+    return updates;
+  };
+  auto expectTransformers = [&](const std::vector<runtime::SequenceUpdate> &updates, size_t i) {
+    ASSERT_EQ(updates.size(), 8u) << "prompt " << i;
+    std::vector<int32_t> tokens;
+    for (const runtime::SequenceUpdate &update : updates) {
+      ASSERT_TRUE(update.sample) << update.error;
+      tokens.push_back(update.sample->token);
+    }
+    EXPECT_EQ(updates.back().finish_reason, "length");
+    const size_t n = std::min<size_t>(8, expectedGreedy(i).size());
+    EXPECT_EQ(prefix(tokens, n), prefix(expectedGreedy(i), n)) << "prompt " << i;
+  };
+
+  auto first = serve({greedyRequest(prompts[0], 8), greedyRequest(prompts[1], 8)});
+  expectTransformers(first[0], 0);
+  expectTransformers(first[1], 1);
+  counting.failLaunches = true;
+  auto failed = serve({greedyRequest(prompts[2], 8)});
+  ASSERT_EQ(failed[0].size(), 1u);
+  EXPECT_TRUE(failed[0][0].finished);
+  EXPECT_EQ(failed[0][0].finish_reason, "error");
+  EXPECT_NE(failed[0][0].error.find("the forward failed: injected launch failure"), std::string::npos)
+      << failed[0][0].error;
+  counting.failLaunches = false;
+  auto again = serve({greedyRequest(prompts[2], 8)});
+  expectTransformers(again[0], 2);
+
+  loop.stop();
+  engine.join();
+  EXPECT_EQ(fresh.numFree(), fresh.numPages()) << "pages leaked";
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, Golden, testing::ValuesIn(caseNames()),

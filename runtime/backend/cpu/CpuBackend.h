@@ -15,6 +15,10 @@ public:
   std::string_view name() const override { return "cpu"; }
   void *allocate(size_t bytes) override;
   void release(void *pointer) override;
+  void *allocateHost(size_t bytes) override { return allocate(bytes); }
+  void releaseHost(void *pointer) override { release(pointer); }
+  /// Launches run to completion before they return: the copy is made at once.
+  void downloadAsync(void *host, const void *device, size_t bytes) override { download(host, device, bytes); }
   void upload(void *device, const void *host, size_t bytes) override;
   void download(void *host, const void *device, size_t bytes) override;
   void loadKernels(const plan::Plan &plan) override;

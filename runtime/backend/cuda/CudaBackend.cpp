@@ -124,6 +124,20 @@ void CudaBackend::download(void *host, const void *device, size_t bytes) {
   driver_.check(driver_.cuStreamSynchronize(stream_), "cuStreamSynchronize");
 }
 
+void *CudaBackend::allocateHost(size_t bytes) {
+  void *pointer = nullptr;
+  driver_.check(driver_.cuMemHostAlloc(&pointer, bytes, 0), "cuMemHostAlloc");
+  return pointer;
+}
+
+void CudaBackend::releaseHost(void *pointer) { driver_.check(driver_.cuMemFreeHost(pointer), "cuMemFreeHost"); }
+
+// Into page-locked memory the copy is truly asynchronous: it runs on the
+// stream after the launched work, and the host goes on.
+void CudaBackend::downloadAsync(void *host, const void *device, size_t bytes) {
+  driver_.check(driver_.cuMemcpyDtoHAsync(host, devicePointer(device), bytes, stream_), "cuMemcpyDtoHAsync");
+}
+
 void CudaBackend::loadKernels(const plan::Plan &plan) {
   std::vector<jit::ModuleBinary> binaries =
       jit::compileModules(plan, arch_, jit::defaultCacheDir(), jit::runtimeModules());

@@ -29,6 +29,9 @@ public:
   void release(void *pointer) override;
   void upload(void *device, const void *host, size_t bytes) override;
   void download(void *host, const void *device, size_t bytes) override;
+  void *allocateHost(size_t bytes) override;
+  void releaseHost(void *pointer) override;
+  void downloadAsync(void *host, const void *device, size_t bytes) override;
   void loadKernels(const plan::Plan &plan) override;
   void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
               std::span<const plan::Scalar> scalars, const BatchShape &batch) override;

@@ -14,13 +14,13 @@ struct Driver {
 #define LLMC_CUDA_FUNCTIONS(X)                                                                     \
   X(cuInit) X(cuDeviceGetCount) X(cuDeviceGet) X(cuDeviceGetAttribute) X(cuDeviceGetName)          \
   X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease) X(cuCtxSetCurrent) X(cuStreamCreate)    \
-  X(cuStreamDestroy) X(cuStreamSynchronize) X(cuMemAlloc) X(cuMemFree) X(cuMemcpyHtoDAsync)        \
-  X(cuMemcpyDtoHAsync) X(cuMemGetInfo) X(cuModuleLoadData) X(cuModuleUnload)                       \
-  X(cuModuleGetFunction) X(cuLaunchKernel) X(cuLaunchKernelEx) X(cuFuncSetAttribute)               \
-  X(cuGetErrorName) X(cuGetErrorString) X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize)    \
-  X(cuEventElapsedTime) X(cuEventDestroy) X(cuMemsetD32Async) X(cuStreamBeginCapture)              \
-  X(cuStreamEndCapture) X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphExecDestroy)      \
-  X(cuGraphDestroy)
+  X(cuStreamDestroy) X(cuStreamSynchronize) X(cuMemAlloc) X(cuMemFree) X(cuMemHostAlloc)           \
+  X(cuMemFreeHost) X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemGetInfo)                       \
+  X(cuModuleLoadData) X(cuModuleUnload) X(cuModuleGetFunction) X(cuLaunchKernel)                   \
+  X(cuLaunchKernelEx) X(cuFuncSetAttribute) X(cuGetErrorName) X(cuGetErrorString)                  \
+  X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize) X(cuEventElapsedTime)                    \
+  X(cuEventDestroy) X(cuMemsetD32Async) X(cuStreamBeginCapture) X(cuStreamEndCapture)              \
+  X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphExecDestroy) X(cuGraphDestroy)
 #define LLMC_CUDA_POINTER(name) decltype(&::name) name = nullptr;
   LLMC_CUDA_FUNCTIONS(LLMC_CUDA_POINTER)
 #undef LLMC_CUDA_POINTER
