@@ -52,7 +52,7 @@
 // softmax once a buffer), and each warp skips the buffers outside its own
 // tile's keys.
 // Logits are kept in log2 units (scaled by log2(e)) so every exponential is
-// an exp2f.
+// a base-2 one (on tensor cores the MUFU instruction itself, ex2.approx).
 #pragma once
 
 namespace llmc_kernels {
@@ -640,6 +640,9 @@ struct MmaWalk {
     const int lane = threadIdx.x & 31;
     const int g = lane >> 2;
     const int qd = lane & 3;
+    // Keys every real row sees: a step inside [lo_all, hi_all] needs no mask
+    // (a real row without keys leaves the range empty, so it gets zeros).
+    int lo = -0x7fffffff - 1, hi = 0x7fffffff;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int row = g + 8 * h;
@@ -649,6 +652,7 @@ struct MmaWalk {
       const bool real = row < ROWS && token < tile.tokens;
       rlo[h] = real ? tile.lo[token < TQ ? token : 0] : 1;
       rhi[h] = real ? tile.hi[token < TQ ? token : 0] : 0;
+      if (real) lo = max(lo, rlo[h]), hi = min(hi, rhi[h]);
       const T* q_row = q + static_cast<long long>(tile.t0 + (real ? token : 0)) * q_stride +
                        (kvh * GROUP + row % GROUP) * HEAD_DIM + 2 * qd;
 #pragma unroll
@@ -661,11 +665,6 @@ struct MmaWalk {
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[nt][e] = 0.f;
-    // Keys every real row sees: a step inside [lo_all, hi_all] needs no mask.
-    int lo = 0x80000000, hi = 0x7fffffff;
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-      if (rlo[h] <= rhi[h]) lo = max(lo, rlo[h]), hi = min(hi, rhi[h]);
     lo_all = __reduce_max_sync(0xffffffffu, lo);
     hi_all = __reduce_min_sync(0xffffffffu, hi);
   }
