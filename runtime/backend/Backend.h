@@ -50,6 +50,9 @@ public:
   /// Queues a copy into host memory from allocateHost() behind the launched
   /// steps and returns; the bytes are there once synchronize() returns.
   virtual void downloadAsync(void *host, const void *device, size_t bytes) = 0;
+  /// Whether launches return before their work is done (a device with its
+  /// own queue), so that host work can run beside it.
+  virtual bool asynchronous() const = 0;
 
   /// Prepares every kernel module of the plan (the CUDA backend compiles
   /// them); called once before any launch.

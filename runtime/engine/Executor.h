@@ -105,6 +105,9 @@ public:
                     std::span<const sample::LogitAdjustment> adjustments);
   void collectSamples(std::vector<sample::RowSample> &results);
   bool sampling() const { return launchedRows_ >= 0; }
+  /// Whether launchSample() returns before the forward is done (see
+  /// Backend::asynchronous); otherwise it runs the whole forward.
+  bool launchesOverlapHost() const { return backend_.asynchronous(); }
   /// forwardSample() with every row greedy: each sequence's most likely next
   /// token (lowest id on ties).
   void forwardGreedy(const ForwardBatch &batch, std::vector<int32_t> &tokens);
@@ -116,10 +119,10 @@ public:
                              const std::function<void(size_t step)> &afterStep);
   /// The backend GEMM a plan Gemm step makes for a batch of this shape.
   GemmArgs gemmArgs(const plan::Gemm &gemm, const BatchShape &shape) const;
-  /// Wall time from each forward's launch until its results were on the
-  /// host (forward(), forwardSample(), launchSample() to collectSamples()):
-  /// the rest of a serving loop's time is host work during which the device
-  /// idles.
+  /// Wall time from each forward's launch until its results were collected
+  /// (forward(), forwardSample(), launchSample() to collectSamples()); in a
+  /// loop that collects right after launching, the rest of its time is host
+  /// work during which the device idles.
   double forwardSeconds() const { return forwardSeconds_; }
   /// Wall time the start-up graph captures took (0 without graphs).
   double graphCaptureSeconds() const { return graphCaptureSeconds_; }

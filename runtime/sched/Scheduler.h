@@ -115,6 +115,9 @@ public:
   bool launch();
   std::vector<SequenceUpdate> complete();
   bool inFlight() const { return !scheduled_.empty(); }
+  /// Whether launch() returns while the device computes (otherwise it runs
+  /// the forward, and host work between the halves overlaps nothing).
+  bool launchOverlapsHost() const { return executor_.launchesOverlapHost(); }
   /// Finishes every request with finish_reason "error" and this message.
   std::vector<SequenceUpdate> failAll(const std::string &message);
 

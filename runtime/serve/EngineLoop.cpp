@@ -89,7 +89,8 @@ void EngineLoop::publishStats() {
 }
 
 void EngineLoop::run() {
-  // The last forward's updates: handed out while the next forward runs.
+  // The last forward's updates: handed out while the next forward runs
+  // (before it, where a launch runs the whole forward).
   std::vector<runtime::SequenceUpdate> updates;
   for (;;) {
     std::vector<Submitted> submitted;
@@ -143,14 +144,21 @@ void EngineLoop::run() {
           scheduler_.failAll(std::string("the forward failed: ") + error.what());
       updates.insert(updates.end(), std::make_move_iterator(failed.begin()), std::make_move_iterator(failed.end()));
     };
+    auto handOut = [&] {
+      deliver(std::exchange(updates, {}));
+      publishStats();
+    };
+    const bool overlap = scheduler_.launchOverlapsHost();
+    if (!overlap)
+      handOut();
     bool launched = false;
     try {
       launched = scheduler_.launch();
     } catch (const std::exception &error) {
       fail(error);
     }
-    deliver(std::exchange(updates, {}));
-    publishStats();
+    if (overlap || !updates.empty())  // failed requests' updates too
+      handOut();
     if (launched) {
       try {
         updates = scheduler_.complete();

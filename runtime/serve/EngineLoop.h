@@ -4,8 +4,12 @@
 // HTTP handler threads submit groups of requests (one per choice of an API
 // request) and read their tokens from the group's Channel; the loop thread
 // alone touches the Scheduler (and with it the Executor and its device
-// context): between forwards it admits what was submitted, drops what was
-// cancelled, runs one step and hands each update to its channel.
+// context): between forwards it admits what was submitted and drops what
+// was cancelled; then it launches the next forward, hands the last
+// forward's updates to their channels while the device computes, and
+// collects the new updates. (Where a launch runs the whole forward, on the
+// CPU backend, the updates go out before it, or every token would wait a
+// forward.)
 #pragma once
 
 #include "runtime/sched/Scheduler.h"

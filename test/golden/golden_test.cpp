@@ -23,6 +23,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <memory>
 #include <numeric>
 #include <thread>
 #include <tuple>
@@ -241,6 +242,7 @@ public:
               const sample::LogitAdjustment *adjustments, sample::RowSample *out) override {
     cpu_->sample(logits, rows, cols, params, adjustments, out);
   }
+  bool asynchronous() const override { return true; }  // its copies land late, as a device's
   void synchronize() override {
     for (const PendingCopy &copy : pendingCopies)
       cpu_->download(copy.host, copy.device, copy.bytes);
@@ -660,7 +662,16 @@ TEST_P(Golden, EngineLoopSurvivesAFailedForward) {
   runtime::BlockManager fresh(int32_t(executor.numPages()));
   runtime::Scheduler scheduler(executor, fresh, runtime::SchedulerOptions{});
   serve::EngineLoop loop(scheduler, fresh, 8);
-  std::thread engine([&] { loop.run(); });
+  // The loop stops when the test ends, also when an assertion ends it early.
+  struct Running {
+    serve::EngineLoop &loop;
+    std::thread thread;
+    ~Running() {
+      loop.stop();
+      thread.join();
+    }
+  };
+  std::unique_ptr<Running> running(new Running{loop, std::thread([&] { loop.run(); })});
   // Every update of each request of one group, in arrival order.
   auto serve = [&](std::vector<runtime::GenerationRequest> requests) {
     std::vector<std::vector<runtime::SequenceUpdate>> updates(requests.size());
@@ -702,8 +713,7 @@ TEST_P(Golden, EngineLoopSurvivesAFailedForward) {
   auto again = serve({greedyRequest(prompts[2], 8)});
   expectTransformers(again[0], 2);
 
-  loop.stop();
-  engine.join();
+  running.reset();
   EXPECT_EQ(fresh.numFree(), fresh.numPages()) << "pages leaked";
 }
 
