@@ -6,6 +6,28 @@
 
 #include "tools/llmrun/bench.h"
 
+#include <stdexcept>
+
+namespace llmc {
+namespace {
+
+// Before any device work, and in builds without CUDA too.
+void checkOptions(const BenchOptions &o) {
+  if (o.repeats < 1)
+    throw std::invalid_argument("--repeats must be at least 1");
+  for (int64_t value : o.batches)
+    if (value < 1)
+      throw std::invalid_argument("--batch-sizes must be positive");
+  for (int64_t value : o.contexts)
+    if (value < 1)
+      throw std::invalid_argument("--contexts must be positive");
+  if (o.kv_cache_tokens < 0)
+    throw std::invalid_argument("--kv-cache-tokens must not be negative");
+}
+
+} // namespace
+} // namespace llmc
+
 #ifdef LLMC_HAVE_CUDA
 
 #include "runtime/backend/cuda/Probes.h"
@@ -166,14 +188,7 @@ std::string stepBreakdown(runtime::CudaBackend &backend, runtime::Executor &exec
 } // namespace
 
 int runBench(const BenchOptions &o) {
-  if (o.repeats < 1)
-    throw std::invalid_argument("--repeats must be at least 1");
-  for (int64_t value : o.batches)
-    if (value < 1)
-      throw std::invalid_argument("--batch-sizes must be positive");
-  for (int64_t value : o.contexts)
-    if (value < 1)
-      throw std::invalid_argument("--contexts must be positive");
+  checkOptions(o);
   auto start = Clock::now();
   plan::PlanFile file = plan::PlanFile::load(o.engine);
   const double planMs = millisecondsSince(start);
@@ -195,12 +210,14 @@ int runBench(const BenchOptions &o) {
   const double jitWarmMs = millisecondsSince(start);
   setenv("LLMC_CACHE_DIR", cacheDir.c_str(), 1);
 
-  // KV pages from what is left after weights and workspace (and 2 GiB for
-  // the probes and cuBLASLt).
+  // KV pages as asked, or from what is left after weights and workspace
+  // (and 2 GiB for the probes and cuBLASLt).
   const plan::KvCacheSpec &kv = *p.kv_cache();
   const int64_t kvBytesPerToken = plan::kvBytesPerToken(p);
   runtime::ExecutorOptions options;
-  options.kv_pages = runtime::kvPagesForMemory(p, *backend.freeMemory(), o.memory_fraction, int64_t(2) << 30);
+  options.kv_pages = o.kv_cache_tokens > 0
+                         ? ceilDiv(o.kv_cache_tokens, int64_t(kv.page_size()))
+                         : runtime::kvPagesForMemory(p, *backend.freeMemory(), o.memory_fraction, int64_t(2) << 30);
 
   start = Clock::now();
   std::unique_ptr<weights::Checkpoint> checkpoint;
@@ -479,10 +496,9 @@ int runBench(const BenchOptions &o) {
 
 #else
 
-#include <stdexcept>
-
 namespace llmc {
-int runBench(const BenchOptions &) {
+int runBench(const BenchOptions &o) {
+  checkOptions(o);
   throw std::runtime_error("llmrun bench needs the CUDA backend, which this build lacks");
 }
 } // namespace llmc

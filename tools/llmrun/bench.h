@@ -14,6 +14,7 @@ struct BenchOptions {
   std::vector<int64_t> contexts{512, 4096};
   int repeats = 10;
   double memory_fraction = 0.9;  // of free GPU memory for weights, workspace and KV
+  int64_t kv_cache_tokens = 0;   // > 0: the KV cache's size instead of what memory_fraction leaves
   bool dependent_launch = true;  // kernels start while the previous one finishes (sm_90)
 };
 

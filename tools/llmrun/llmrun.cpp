@@ -299,6 +299,9 @@ int main(int argc, char **argv) {
   benchCommand->add_option("--batch-sizes", bench.batches, "Decode batch sizes")->delimiter(',');
   benchCommand->add_option("--contexts", bench.contexts, "Decode context lengths")->delimiter(',');
   benchCommand->add_option("--repeats", bench.repeats, "Timed repeats per figure")->capture_default_str();
+  benchCommand->add_option("--kv-cache-tokens", bench.kv_cache_tokens,
+                           "Tokens the KV cache holds (default: what 90% of free GPU memory leaves; a small "
+                           "cache keeps Nsight Compute's kernel replays short)");
   benchCommand->add_flag("!--no-dependent-launch", bench.dependent_launch,
                          "Launch each kernel only after the previous one has finished (for comparison)");
 
