@@ -12,7 +12,9 @@ usage: tools/bench_openai.py http://HOST:PORT [--num-requests N] [--input-len I]
        [--output-len O] [--shared-prefix-len L] [--concurrency C | --request-rate R]
        [--temperature T] [--top-p P] [--max-token-id V] [--model NAME]
        [--api-key KEY] [--seed S]
-Prints output token throughput, TTFT and inter-token latency percentiles.
+Prints output token throughput, TTFT and inter-token latency percentiles,
+and, from an llmrun server's /metrics, how long its device waited for host
+work between forwards during the run.
 """
 import argparse
 import asyncio
@@ -91,6 +93,21 @@ async def one_request(url, headers, body, stats):
     stats["latency"].append((time.perf_counter() - start) * 1e3)
 
 
+def forward_seconds(base_url, headers):
+    """llmrun's (forward, host-between-forwards) second counters; None elsewhere."""
+    try:
+        request = urllib.request.Request(base_url.rstrip("/") + "/metrics", headers=headers)
+        text = urllib.request.urlopen(request).read().decode()
+    except (OSError, ValueError):
+        return None
+    values = dict(line.split(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    try:
+        return (float(values["llmc_forward_seconds_total"]),
+                float(values["llmc_host_seconds_between_forwards_total"]))
+    except KeyError:
+        return None
+
+
 async def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
@@ -111,10 +128,10 @@ async def main():
     args = parser.parse_args()
     url = urllib.parse.urlparse(args.url)
     headers = [f"Authorization: Bearer {args.api_key}"] if args.api_key else []
+    plain_headers = dict(h.split(": ", 1) for h in headers)
     model = args.model
     if not model:
-        request = urllib.request.Request(args.url.rstrip("/") + "/v1/models",
-                                         headers=dict(h.split(": ", 1) for h in headers))
+        request = urllib.request.Request(args.url.rstrip("/") + "/v1/models", headers=plain_headers)
         model = json.load(urllib.request.urlopen(request))["data"][0]["id"]
 
     rng = random.Random(args.seed)
@@ -141,9 +158,11 @@ async def main():
             except (OSError, asyncio.IncompleteReadError, ValueError) as error:
                 stats["errors"].append(repr(error))
 
+    before = forward_seconds(args.url, plain_headers)
     start = time.perf_counter()
     await asyncio.gather(*(limited(body, arrival) for body, arrival in zip(bodies, arrivals)))
     duration = time.perf_counter() - start
+    after = forward_seconds(args.url, plain_headers)
     arrival = (f"concurrency {args.concurrency}" if args.concurrency else
                f"Poisson arrivals at {args.request_rate} requests/s" if args.request_rate > 0 else "all at once")
     prefix_text = f" (after a shared {args.shared_prefix_len}-token prefix)" if args.shared_prefix_len else ""
@@ -159,6 +178,10 @@ async def main():
     print(f"| request latency mean / p50 / p90 / p99 | {percentiles(stats['latency'])} ms |")
     share = 100 * stats["cached"] / stats["prompt"] if stats["prompt"] else 0
     print(f"| prompt tokens from the prefix cache | {stats['cached']} of {stats['prompt']} ({share:.1f}%) |")
+    if before and after:
+        forwards, gaps = after[0] - before[0], after[1] - before[1]
+        share = 100 * gaps / (forwards + gaps) if forwards + gaps > 0 else 0
+        print(f"| server: forwards / host time between them | {forwards:.2f} s / {gaps:.3f} s ({share:.1f}%) |")
     for error in stats["errors"][:5]:
         print("error:", error[:300], file=sys.stderr)
     return 1 if stats["errors"] else 0

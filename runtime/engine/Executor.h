@@ -108,6 +108,8 @@ public:
   /// Whether launchSample() returns before the forward is done (see
   /// Backend::asynchronous); otherwise it runs the whole forward.
   bool launchesOverlapHost() const { return backend_.asynchronous(); }
+  /// When the last launchSample() began.
+  std::chrono::steady_clock::time_point lastLaunchStart() const { return launchedAt_; }
   /// forwardSample() with every row greedy: each sequence's most likely next
   /// token (lowest id on ties).
   void forwardGreedy(const ForwardBatch &batch, std::vector<int32_t> &tokens);

@@ -84,8 +84,17 @@ void EngineLoop::publishStats() {
   stats.kv_pages_used = pages_.numPages() - pages_.numFree();
   stats.kv_pages_cached = pages_.numCached();
   stats.counters = scheduler_.counters();
+  stats.forward_seconds = scheduler_.executor().forwardSeconds();
+  stats.host_seconds_between_forwards = hostSecondsBetweenForwards_;
   std::lock_guard lock(mutex_);
   stats_ = stats;
+}
+
+void EngineLoop::countHostGap() {
+  if (collectedAt_)
+    hostSecondsBetweenForwards_ +=
+        std::chrono::duration<double>(scheduler_.executor().lastLaunchStart() - *collectedAt_).count();
+  collectedAt_.reset();
 }
 
 void EngineLoop::run() {
@@ -97,9 +106,12 @@ void EngineLoop::run() {
     std::vector<std::shared_ptr<Channel>> cancelled;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] {
+      auto hasWork = [&] {
         return stopping_ || !inbox_.empty() || !cancelled_.empty() || !scheduler_.idle() || !updates.empty();
-      });
+      };
+      if (!hasWork())
+        collectedAt_.reset();  // the device now idles for want of work, not for host work
+      wake_.wait(lock, hasWork);
       if (stopping_) {
         lock.unlock();
         deliver(std::move(updates));
@@ -140,6 +152,7 @@ void EngineLoop::run() {
 
     // A failed forward fails the requests in flight, not the server.
     auto fail = [&](const std::exception &error) {
+      collectedAt_.reset();
       std::vector<runtime::SequenceUpdate> failed =
           scheduler_.failAll(std::string("the forward failed: ") + error.what());
       updates.insert(updates.end(), std::make_move_iterator(failed.begin()), std::make_move_iterator(failed.end()));
@@ -157,11 +170,14 @@ void EngineLoop::run() {
     } catch (const std::exception &error) {
       fail(error);
     }
+    if (launched)
+      countHostGap();
     if (overlap || !updates.empty())  // failed requests' updates too
       handOut();
     if (launched) {
       try {
         updates = scheduler_.complete();
+        collectedAt_ = std::chrono::steady_clock::now();
       } catch (const std::exception &error) {
         fail(error);
       }

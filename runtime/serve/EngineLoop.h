@@ -21,6 +21,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <unordered_map>
 #include <vector>
@@ -65,6 +66,10 @@ struct LoopStats {
   size_t waiting = 0, running = 0;
   int32_t kv_pages = 0, kv_pages_used = 0, kv_pages_cached = 0;
   runtime::SchedulerCounters counters;
+  double forward_seconds = 0;  // Executor::forwardSeconds()
+  // From each forward's collected results to the next forward's launch,
+  // while work was waiting: time the device idles for host work.
+  double host_seconds_between_forwards = 0;
 };
 
 class EngineLoop {
@@ -96,10 +101,16 @@ private:
   };
   void publishStats();
   void deliver(std::vector<runtime::SequenceUpdate> updates);
+  /// Adds the gap from the last collected forward to the one just launched.
+  void countHostGap();
 
   runtime::Scheduler &scheduler_;
   runtime::BlockManager &pages_;
   const size_t maxWaiting_;
+  // Loop thread only: when the last forward's results were collected (none
+  // after the loop waited for work), and the gaps counted so far.
+  std::optional<std::chrono::steady_clock::time_point> collectedAt_;
+  double hostSecondsBetweenForwards_ = 0;
 
   mutable std::mutex mutex_;  // guards everything below
   std::condition_variable wake_;

@@ -95,6 +95,12 @@ std::string Metrics::render(const LoopStats &loop) const {
   metric("llmc_num_preemptions_total", "counter", "Sequences preempted for KV pages (recomputed later).",
          loop.counters.preemptions);
   metric("llmc_forwards_total", "counter", "Forwards run.", loop.counters.forwards);
+  metric("llmc_forward_seconds_total", "counter", "Time from each forward's launch to its collected results.",
+         loop.forward_seconds);
+  metric("llmc_host_seconds_between_forwards_total", "counter",
+         "Time from a forward's collected results to the next forward's launch while work waited "
+         "(the device idles for host work).",
+         loop.host_seconds_between_forwards);
   return out.str();
 }
 

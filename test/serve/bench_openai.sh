@@ -32,6 +32,8 @@ python3 "$here/../../tools/bench_openai.py" "$url" --num-requests 12 --input-len
 cat "$work/out.txt"
 grep -q '| completed / failed requests | 12 / 0 |' "$work/out.txt"
 grep -q '| output tokens | 108 |' "$work/out.txt"  # 12 x 9, counted by each stream's usage
+# The server's own account: forwards took time, and some host time lay between them.
+grep -Eq '^\| server: forwards / host time between them \| [0-9.]+ s / [0-9.]+ s \([0-9.]+%\) \|$' "$work/out.txt"
 # Poisson arrivals behind a shared prefix: later requests find its pages cached.
 python3 "$here/../../tools/bench_openai.py" "$url" --num-requests 8 --shared-prefix-len 48 --input-len 4 \
   --output-len 3 --request-rate 20 > "$work/prefix.txt"

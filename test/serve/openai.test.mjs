@@ -293,6 +293,9 @@ test('metrics count responses, tokens and latencies', async () => {
   assert.ok(m.llmc_prefix_cache_hits_total > 0);
   assert.ok(m.llmc_prefix_cache_hit_rate > 0 && m.llmc_prefix_cache_hit_rate < 1);
   assert.equal(m['llmc_time_to_first_token_seconds_bucket{le="+Inf"}'], m.llmc_time_to_first_token_seconds_count);
+  // The forwards took time; the host's gaps between them are counted too.
+  assert.ok(m.llmc_forward_seconds_total > 0);
+  assert.ok(m.llmc_host_seconds_between_forwards_total > 0);
 });
 
 test('an API key is required when set; a full queue is a 429; large bodies are 413', async () => {
