@@ -98,89 +98,101 @@ void EngineLoop::countHostGap() {
 }
 
 void EngineLoop::run() {
-  // The last forward's updates: handed out while the next forward runs
-  // (before it, where a launch runs the whole forward).
-  std::vector<runtime::SequenceUpdate> updates;
-  for (;;) {
-    std::vector<Submitted> submitted;
-    std::vector<std::shared_ptr<Channel>> cancelled;
-    {
-      std::unique_lock lock(mutex_);
-      auto hasWork = [&] {
-        return stopping_ || !inbox_.empty() || !cancelled_.empty() || !scheduler_.idle() || !updates.empty();
-      };
-      if (!hasWork())
-        collectedAt_.reset();  // the device now idles for want of work, not for host work
-      wake_.wait(lock, hasWork);
-      if (stopping_) {
-        lock.unlock();
-        deliver(std::move(updates));
-        lock.lock();
-        // Whatever is still waiting or running ends with an error now.
-        for (Submitted &group : inbox_)
-          for (size_t i = 0; i < group.requests.size(); ++i)
-            group.channel->push({i, failure("the server is shutting down")});
-        inbox_.clear();
-        lock.unlock();
-        deliver(scheduler_.failAll("the server is shutting down"));
-        return;
-      }
-      submitted.swap(inbox_);
-      cancelled.swap(cancelled_);
-      inboxRequests_ = 0;
-    }
-    for (Submitted &group : submitted)
-      for (size_t i = 0; i < group.requests.size(); ++i) {
-        try {
-          members_[scheduler_.add(std::move(group.requests[i]))] = {group.channel, i};
-        } catch (const std::exception &error) {  // validated on submit; kept for safety
-          group.channel->push({i, failure(error.what())});
-        }
-      }
-    // A cancelled group's requests leave the scheduler now; a client that
-    // disconnected also counts (its handler may still be waiting for a write).
-    for (auto it = members_.begin(); it != members_.end();) {
-      const bool gone = it->second.channel->disconnected() ||
-                        std::count(cancelled.begin(), cancelled.end(), it->second.channel) > 0;
-      if (gone) {
-        scheduler_.abort(it->first);
-        it = members_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+  std::vector<Submitted> submitted;
+  std::vector<std::shared_ptr<Channel>> cancelled;
+  while (waitForWork(submitted, cancelled)) {
+    admit(submitted);
+    dropCancelled(cancelled);
+    runForward();
+  }
+}
 
-    // A failed forward fails the requests in flight, not the server.
-    auto fail = [&](const std::exception &error) {
-      collectedAt_.reset();
-      std::vector<runtime::SequenceUpdate> failed =
-          scheduler_.failAll(std::string("the forward failed: ") + error.what());
-      updates.insert(updates.end(), std::make_move_iterator(failed.begin()), std::make_move_iterator(failed.end()));
-    };
-    auto handOut = [&] {
-      deliver(std::exchange(updates, {}));
-      publishStats();
-    };
-    const bool overlap = scheduler_.launchOverlapsHost();
-    if (!overlap)
-      handOut();
-    bool launched = false;
+bool EngineLoop::waitForWork(std::vector<Submitted> &submitted, std::vector<std::shared_ptr<Channel>> &cancelled) {
+  std::unique_lock lock(mutex_);
+  auto hasWork = [&] {
+    return stopping_ || !inbox_.empty() || !cancelled_.empty() || !scheduler_.idle() || !pending_.empty();
+  };
+  if (!hasWork())
+    collectedAt_.reset();  // the device now idles for want of work, not for host work
+  wake_.wait(lock, hasWork);
+  if (stopping_) {
+    lock.unlock();
+    deliver(std::exchange(pending_, {}));
+    lock.lock();
+    // Whatever is still waiting or running ends with an error now.
+    for (Submitted &group : inbox_)
+      for (size_t i = 0; i < group.requests.size(); ++i)
+        group.channel->push({i, failure("the server is shutting down")});
+    inbox_.clear();
+    lock.unlock();
+    deliver(scheduler_.failAll("the server is shutting down"));
+    return false;
+  }
+  submitted.clear();
+  cancelled.clear();
+  submitted.swap(inbox_);
+  cancelled.swap(cancelled_);
+  inboxRequests_ = 0;
+  return true;
+}
+
+void EngineLoop::admit(std::vector<Submitted> &submitted) {
+  for (Submitted &group : submitted)
+    for (size_t i = 0; i < group.requests.size(); ++i) {
+      try {
+        members_[scheduler_.add(std::move(group.requests[i]))] = {group.channel, i};
+      } catch (const std::exception &error) {  // validated on submit; kept for safety
+        group.channel->push({i, failure(error.what())});
+      }
+    }
+}
+
+// A cancelled group's requests leave the scheduler now; a client that
+// disconnected also counts (its handler may still be waiting for a write).
+void EngineLoop::dropCancelled(const std::vector<std::shared_ptr<Channel>> &cancelled) {
+  for (auto it = members_.begin(); it != members_.end();) {
+    const bool gone = it->second.channel->disconnected() ||
+                      std::count(cancelled.begin(), cancelled.end(), it->second.channel) > 0;
+    if (gone) {
+      scheduler_.abort(it->first);
+      it = members_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void EngineLoop::runForward() {
+  // A failed forward fails the requests in flight, not the server.
+  auto fail = [&](const std::exception &error) {
+    collectedAt_.reset();
+    std::vector<runtime::SequenceUpdate> failed =
+        scheduler_.failAll(std::string("the forward failed: ") + error.what());
+    pending_.insert(pending_.end(), std::make_move_iterator(failed.begin()), std::make_move_iterator(failed.end()));
+  };
+  auto handOut = [&] {
+    deliver(std::exchange(pending_, {}));
+    publishStats();
+  };
+  const bool overlap = scheduler_.launchOverlapsHost();
+  if (!overlap)
+    handOut();
+  bool launched = false;
+  try {
+    launched = scheduler_.launch();
+  } catch (const std::exception &error) {
+    fail(error);
+  }
+  if (launched)
+    countHostGap();
+  if (overlap || !pending_.empty())  // failed requests' updates too
+    handOut();
+  if (launched) {
     try {
-      launched = scheduler_.launch();
+      pending_ = scheduler_.complete();
+      collectedAt_ = std::chrono::steady_clock::now();
     } catch (const std::exception &error) {
       fail(error);
-    }
-    if (launched)
-      countHostGap();
-    if (overlap || !updates.empty())  // failed requests' updates too
-      handOut();
-    if (launched) {
-      try {
-        updates = scheduler_.complete();
-        collectedAt_ = std::chrono::steady_clock::now();
-      } catch (const std::exception &error) {
-        fail(error);
-      }
     }
   }
 }

@@ -99,6 +99,15 @@ private:
     std::shared_ptr<Channel> channel;
     size_t index;
   };
+  /// Waits until there is something to do and takes what was submitted
+  /// and cancelled; false once stop() was called (everything then failed).
+  bool waitForWork(std::vector<Submitted> &submitted, std::vector<std::shared_ptr<Channel>> &cancelled);
+  void admit(std::vector<Submitted> &submitted);
+  void dropCancelled(const std::vector<std::shared_ptr<Channel>> &cancelled);
+  /// Launches the next forward, hands out the last one's updates (while the
+  /// device computes, or before the launch where it runs the whole forward)
+  /// and collects the new ones into pending_.
+  void runForward();
   void publishStats();
   void deliver(std::vector<runtime::SequenceUpdate> updates);
   /// Adds the gap from the last collected forward to the one just launched.
@@ -107,10 +116,6 @@ private:
   runtime::Scheduler &scheduler_;
   runtime::BlockManager &pages_;
   const size_t maxWaiting_;
-  // Loop thread only: when the last forward's results were collected (none
-  // after the loop waited for work), and the gaps counted so far.
-  std::optional<std::chrono::steady_clock::time_point> collectedAt_;
-  double hostSecondsBetweenForwards_ = 0;
 
   mutable std::mutex mutex_;  // guards everything below
   std::condition_variable wake_;
@@ -122,6 +127,11 @@ private:
 
   // The loop thread's own.
   std::unordered_map<uint64_t, Member> members_;  // scheduler id -> channel
+  std::vector<runtime::SequenceUpdate> pending_;  // the last forward's, not handed out yet
+  // When the last forward's results were collected (none after the loop
+  // waited for work), and the gaps to the next launches counted so far.
+  std::optional<std::chrono::steady_clock::time_point> collectedAt_;
+  double hostSecondsBetweenForwards_ = 0;
 };
 
 } // namespace llmc::serve
