@@ -115,9 +115,6 @@ public:
   bool launch();
   std::vector<SequenceUpdate> complete();
   bool inFlight() const { return !scheduled_.empty(); }
-  /// Whether launch() returns while the device computes (otherwise it runs
-  /// the forward, and host work between the halves overlaps nothing).
-  bool launchOverlapsHost() const { return executor_.launchesOverlapHost(); }
   const Executor &executor() const { return executor_; }
   /// Finishes every request with finish_reason "error" and this message.
   std::vector<SequenceUpdate> failAll(const std::string &message);

@@ -174,7 +174,7 @@ void EngineLoop::runForward() {
     deliver(std::exchange(pending_, {}));
     publishStats();
   };
-  const bool overlap = scheduler_.launchOverlapsHost();
+  const bool overlap = scheduler_.executor().launchesOverlapHost();
   if (!overlap)
     handOut();
   bool launched = false;
