@@ -18,7 +18,8 @@
 namespace llmc_kernels {
 
 // One thread per rotation pair or pass-through dim of the q and k heads of a
-// token, in whole warps, at most 512 (larger rows loop).
+// token, in whole warps, at most 512 (larger rows loop; the kernel moves
+// several elements a thread where alignment allows, so fewer threads work).
 constexpr int rope_kv_write_block_threads(int num_heads, int num_kv_heads, int head_dim,
                                           int rotary_dim) {
   int t = ((num_heads + num_kv_heads) * (head_dim - rotary_dim / 2) + 31) / 32 * 32;
@@ -36,6 +37,65 @@ struct RopeKvWriteCfg {
 #ifdef __CUDACC__
 
 namespace llmc_kernels {
+namespace rope_kv_write_detail {
+
+// Elements a thread moves at once: the widest power of two of at most 16
+// bytes that divides both HALF (so the two halves of a rotation stay
+// vector-aligned) and HEAD_DIM.
+template <typename T, int HEAD_DIM, int HALF>
+constexpr int vector_width() {
+  int w = 16 / static_cast<int>(sizeof(T));
+  while (w > 1 && (HALF % w != 0 || HEAD_DIM % w != 0)) w /= 2;
+  return w;
+}
+
+// One token's row, W elements an access: a work unit is W rotation pairs
+// (dims i .. i + W - 1 and i + HALF ..), or W pass-through dims, of a q or k
+// head, or W elements of the v heads; the units of the whole row are dealt
+// round the block at once.
+template <int W, int NUM_HEADS, int NUM_KV_HEADS, int HEAD_DIM, int ROTARY_DIM, int BLOCK,
+          typename T>
+__device__ __forceinline__ void rope_row(const T* row, T* q_row, T* k_slot, T* v_slot,
+                                         const float* cos_s, const float* sin_s) {
+  constexpr int HALF = ROTARY_DIM / 2;
+  constexpr int PAIRS = HALF / W;                     // rotation units of a head
+  constexpr int UNITS = PAIRS + (HEAD_DIM - ROTARY_DIM) / W;  // ... and pass-through units
+  constexpr int QK_UNITS = (NUM_HEADS + NUM_KV_HEADS) * UNITS;
+  constexpr int V_UNITS = NUM_KV_HEADS * HEAD_DIM / W;
+  for (int u = threadIdx.x; u < QK_UNITS + V_UNITS; u += BLOCK) {
+    if (u >= QK_UNITS) {
+      // [kv head][dim] is contiguous in both the qkv row and one cache slot.
+      const int c = u - QK_UNITS;
+      store_vec<W>(v_slot, c, load_vec<W>(row + (NUM_HEADS + NUM_KV_HEADS) * HEAD_DIM, c));
+      continue;
+    }
+    const int head = u / UNITS;  // < NUM_HEADS: a q head, else a k head
+    const int r = u % UNITS;
+    const T* x = row + head * HEAD_DIM;
+    T* y = head < NUM_HEADS ? q_row + head * HEAD_DIM : k_slot + (head - NUM_HEADS) * HEAD_DIM;
+    if (r < PAIRS) {
+      const Vec<T, W> a = load_vec<W>(x, r), b = load_vec<W>(x + HALF, r);
+      Vec<T, W> ya, yb;
+#pragma unroll
+      for (int j = 0; j < W; ++j) {
+        const float x1 = to_float(a.v[j]);
+        const float x2 = to_float(b.v[j]);
+        const float c = cos_s[r * W + j];
+        const float s = sin_s[r * W + j];
+        // __fmul_rn: no FMA contraction, so each product is rounded on its
+        // own as in HF even for T = float.
+        ya.v[j] = from_float<T>(round_to<T>(__fmul_rn(x1, c)) - round_to<T>(__fmul_rn(x2, s)));
+        yb.v[j] = from_float<T>(round_to<T>(__fmul_rn(x2, c)) + round_to<T>(__fmul_rn(x1, s)));
+      }
+      store_vec<W>(y, r, ya);
+      store_vec<W>(y + HALF, r, yb);
+    } else {
+      store_vec<W>(y + ROTARY_DIM, r - PAIRS, load_vec<W>(x + ROTARY_DIM, r - PAIRS));
+    }
+  }
+}
+
+}  // namespace rope_kv_write_detail
 
 // One block per token.
 template <int NUM_HEADS, int NUM_KV_HEADS, int HEAD_DIM, int ROTARY_DIM, int PAGE_SIZE,
@@ -51,18 +111,16 @@ __global__ void __launch_bounds__(
   static_assert(NUM_HEADS % NUM_KV_HEADS == 0, "GQA needs NUM_HEADS % NUM_KV_HEADS == 0");
   constexpr int BLOCK = RopeKvWriteCfg<NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, ROTARY_DIM>::kBlock;
   constexpr int HALF = ROTARY_DIM / 2;
-  // Work units per q/k head: HALF rotation pairs (i, i + HALF), then the
-  // HEAD_DIM - ROTARY_DIM pass-through dims.
-  constexpr int UNITS = HEAD_DIM - HALF;
   constexpr int QKV_DIM = (NUM_HEADS + 2 * NUM_KV_HEADS) * HEAD_DIM;
+  namespace rd = rope_kv_write_detail;
 
   const int t = blockIdx.x;
   if (t >= num_tokens) return;
   const int pos = positions[t];
 
   // cos/sin are shared by all heads of the token: compute each once.
-  __shared__ float cos_s[HALF];
-  __shared__ float sin_s[HALF];
+  __shared__ __align__(16) float cos_s[HALF];
+  __shared__ __align__(16) float sin_s[HALF];
   for (int i = threadIdx.x; i < HALF; i += BLOCK) {
     const float angle = static_cast<float>(pos) * inv_freq[i];
     cos_s[i] = round_to<T>(cosf(angle));
@@ -77,33 +135,15 @@ __global__ void __launch_bounds__(
   T* q_row = q_out + static_cast<long long>(t) * (NUM_HEADS * HEAD_DIM);
   __syncthreads();
 
-  // q and k heads (head index < NUM_HEADS is q, the rest are k heads).
-  for (int u = threadIdx.x; u < (NUM_HEADS + NUM_KV_HEADS) * UNITS; u += BLOCK) {
-    const int head = u / UNITS;
-    const int r = u % UNITS;
-    const T* x = row + head * HEAD_DIM;
-    T* y = head < NUM_HEADS ? q_row + head * HEAD_DIM
-                            : k_cache + kv_base + (head - NUM_HEADS) * HEAD_DIM;
-    if (r < HALF) {
-      const float x1 = to_float(x[r]);
-      const float x2 = to_float(x[r + HALF]);
-      const float c = cos_s[r];
-      const float s = sin_s[r];
-      // __fmul_rn: no FMA contraction, so each product is rounded on its own
-      // as in HF even for T = float.
-      y[r] = from_float<T>(round_to<T>(__fmul_rn(x1, c)) - round_to<T>(__fmul_rn(x2, s)));
-      y[r + HALF] = from_float<T>(round_to<T>(__fmul_rn(x2, c)) + round_to<T>(__fmul_rn(x1, s)));
-    } else {
-      const int d = r + HALF;  // in [ROTARY_DIM, HEAD_DIM)
-      y[d] = x[d];
-    }
-  }
-
-  // v heads: copied unchanged into the cache.
-  const T* v_row = row + (NUM_HEADS + NUM_KV_HEADS) * HEAD_DIM;
-  for (int e = threadIdx.x; e < NUM_KV_HEADS * HEAD_DIM; e += BLOCK) {
-    // [kv head][dim] is contiguous in both the qkv row and one cache slot.
-    v_cache[kv_base + e] = v_row[e];
+  constexpr int W = rd::vector_width<T, HEAD_DIM, HALF>();
+  constexpr unsigned BYTES = W * sizeof(T);
+  if (is_aligned(qkv, BYTES) && is_aligned(q_out, BYTES) && is_aligned(k_cache, BYTES) &&
+      is_aligned(v_cache, BYTES)) {
+    rd::rope_row<W, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, ROTARY_DIM, BLOCK>(
+        row, q_row, k_cache + kv_base, v_cache + kv_base, cos_s, sin_s);
+  } else {
+    rd::rope_row<1, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, ROTARY_DIM, BLOCK>(
+        row, q_row, k_cache + kv_base, v_cache + kv_base, cos_s, sin_s);
   }
 }
 
