@@ -50,7 +50,9 @@
 // for all its warps (kPagedAttentionSharedStages buffers of up to 4 pages
 // over the same shared memory, a barrier a buffer; a warp updates its
 // softmax once a buffer), and each warp skips the buffers outside its own
-// tile's keys.
+// tile's keys. On sm_90a the 4 warps are one warpgroup instead: they take
+// each buffer together as wgmma tiles (64 rows by 64 keys), the buffer laid
+// out for wgmma (SwizzledStage) rather than as page buffers.
 // Logits are kept in log2 units (scaled by log2(e)) so every exponential is
 // a base-2 one (on tensor cores the MUFU instruction itself, ex2.approx).
 #pragma once
@@ -131,6 +133,13 @@ constexpr int paged_attention_warp_bytes(int num_heads, int num_kv_heads, int he
 #define LLMC_PAGED_ATTENTION_MMA 1
 #else
 #define LLMC_PAGED_ATTENTION_MMA 0
+#endif
+// wgmma exists only in the arch-specific sm_90a target (the runtime compiles
+// for it on compute capability 9.0).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define LLMC_PAGED_ATTENTION_WGMMA 1
+#else
+#define LLMC_PAGED_ATTENTION_WGMMA 0
 #endif
 
 namespace llmc_kernels {
@@ -546,7 +555,8 @@ struct WalkPages {
 // A page buffer in shared memory: the 16 K rows, then the 16 V rows, of one
 // 16-key page under one kv head, HEAD_DIM elements a row; each row's 16-byte
 // chunks are XOR-swizzled by key so that the 8 rows one ldmatrix phase reads
-// fall in distinct banks.
+// fall in distinct banks. unit(c) is the (key, chunk) copy thread c moves:
+// whole rows, so a warp reads full 32-byte sectors.
 template <int HEAD_DIM, typename T>
 struct PageBuffer {
   static constexpr int CHUNKS = HEAD_DIM / 8;                        // 16-byte chunks of a row
@@ -556,29 +566,59 @@ struct PageBuffer {
   static __device__ __forceinline__ unsigned offset(int key, int chunk) {
     return static_cast<unsigned>(key * CHUNKS + (chunk ^ (key & 7))) * 16u;
   }
+  static __device__ __forceinline__ void unit(int c, int& key, int& chunk) {
+    key = c / CHUNKS;
+    chunk = c % CHUNKS;
+  }
+};
+
+// The K or V rows of a 64-key stage as wgmma reads them from shared memory
+// (PTX's canonical layout with 128-byte swizzle): 64-dim column blocks of
+// COLUMN_BYTES, in each a key's 8 chunks fill one 128-byte line with chunk
+// c at c ^ (key % 8), so neither the copies nor the MMAs' operand reads
+// meet bank conflicts; the swizzle runs on address bits, so the stage is
+// 1024-byte aligned. For S = Q K^T (K-major B) a k-step of 16 dims starts
+// 32 bytes further into its column block; for O = P V (MN-major B) a k-step
+// of 16 keys 2048 bytes further, and n = 64 dims is one column block.
+// Groups of 8 keys (8 lines) are 1024 bytes apart. unit(c): whole keys per
+// thread group, so a warp reads full 32-byte sectors.
+template <int HEAD_DIM>
+struct SwizzledStage {
+  static constexpr int CHUNKS = HEAD_DIM / 8;
+  static constexpr unsigned COLUMN_BYTES = 64 * 128;  // 64 keys of one 64-dim column block
+
+  static __device__ __forceinline__ unsigned offset(int key, int chunk) {
+    return static_cast<unsigned>(chunk / 8) * COLUMN_BYTES + key * 128u +
+           ((chunk % 8) ^ (key % 8)) * 16u;
+  }
+  static __device__ __forceinline__ void unit(int c, int& key, int& chunk) {
+    key = c / CHUNKS;
+    chunk = c % CHUNKS;
+  }
 };
 
 // Starts copying the 16 keys from position `base` (page-table entry `page`)
-// of kv head kvh into the page buffer at shared address dst. Keys outside
-// [klo, khi] (the ends of the range; slots of the last page not written yet)
-// are zero-filled, not read: every product stays finite. Threads
-// tid = 0 .. THREADS - 1 share the chunks.
-template <int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, int THREADS, typename T>
-__device__ __forceinline__ void copy_page(unsigned dst, const T* k_cache, const T* v_cache,
-                                          long long page, int base, int kvh, int klo, int khi,
-                                          int tid) {
-  using Buffer = PageBuffer<HEAD_DIM, T>;
-  constexpr int CHUNKS = Buffer::CHUNKS;
+// of kv head kvh: K rows to shared address k_dst, V rows to v_dst, each in
+// Layout. Keys outside [klo, khi] (the ends of the range; slots of the last
+// page not written yet) are zero-filled, not read: every product stays
+// finite. Threads tid = 0 .. THREADS - 1 share the chunks.
+template <typename Layout, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, int THREADS, typename T>
+__device__ __forceinline__ void copy_page(unsigned k_dst, unsigned v_dst, const T* k_cache,
+                                          const T* v_cache, long long page, int base, int kvh,
+                                          int klo, int khi, int tid) {
+  constexpr int CHUNKS = HEAD_DIM / 8;
   const long long key0 = (page * PAGE_SIZE + base % PAGE_SIZE) * NUM_KV_HEADS + kvh;
 #pragma unroll
   for (int c0 = 0; c0 < 16 * CHUNKS; c0 += THREADS) {
     const int c = c0 + tid;
     if (16 * CHUNKS % THREADS != 0 && c >= 16 * CHUNKS) break;
-    const int key = c / CHUNKS, chunk = c % CHUNKS;
+    int key, chunk;
+    Layout::unit(c, key, chunk);
     const bool ok = base + key >= klo && base + key <= khi;
     const long long src = (key0 + key * NUM_KV_HEADS) * HEAD_DIM + chunk * 8;
-    cp_async_16(dst + Buffer::offset(key, chunk), k_cache + src, ok);
-    cp_async_16(dst + Buffer::HALF_BYTES + Buffer::offset(key, chunk), v_cache + src, ok);
+    const unsigned at = Layout::offset(key, chunk);
+    cp_async_16(k_dst + at, k_cache + src, ok);
+    cp_async_16(v_dst + at, v_cache + src, ok);
   }
 }
 
@@ -608,6 +648,93 @@ __device__ __forceinline__ void run_pipeline(int stages, Issue&& issue, Sync&& s
   cp_async_wait<0>();
   sync();
 }
+
+// ---- warpgroup MMAs (sm_90a: wgmma) ----
+//
+// D (64 x 64, fp32) += A (64 x 16, registers) B (16 x 64, shared memory),
+// issued by the 4 warps of a warpgroup together; warp w holds rows 16w ..
+// 16w + 15 of A and D in mma_16816's fragment layouts (D as 8 n-tiles of
+// 8 columns). B is described by a shared-memory descriptor (SwizzledStage);
+// TRANS_B: B is MN-major (V) rather than K-major (K). Declared everywhere
+// and defined only where the instructions exist, so callers name it in
+// branches that other targets discard.
+template <typename T>
+struct Wgmma;
+
+#if LLMC_PAGED_ATTENTION_WGMMA
+template <typename T>
+struct Wgmma {
+  // The descriptor of an operand at shared address addr in SwizzledStage's
+  // layout (PTX ISA, "Matrix Descriptor Format"): 128-byte swizzle (mode
+  // 1), 1024 bytes between groups of 8 lines (stride byte offset), column
+  // blocks COLUMN_BYTES apart (leading byte offset; used by MN-major
+  // operands wider than one block).
+  template <int HEAD_DIM>
+  static __device__ __forceinline__ unsigned long long descriptor(unsigned addr) {
+    constexpr unsigned long long lbo = SwizzledStage<HEAD_DIM>::COLUMN_BYTES >> 4, sbo = 1024 >> 4;
+    return static_cast<unsigned long long>((addr >> 4) & 0x3fff) | lbo << 16 | sbo << 32 |
+           1ull << 62;
+  }
+
+  // Shared-memory writes of this thread (cp.async included) become visible
+  // to the wgmma operand reads that follow a barrier.
+  static __device__ __forceinline__ void fence_shared_for_operands() {
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  }
+
+  // Registers written since the last wgmma (accumulators, A) are final.
+  static __device__ __forceinline__ void fence() {
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+  }
+
+  // Waits for this warpgroup's issued MMAs.
+  static __device__ __forceinline__ void commit_and_wait() {
+    asm volatile("wgmma.commit_group.sync.aligned;\n\twgmma.wait_group.sync.aligned 0;" ::
+                     : "memory");
+  }
+
+  // After commit_and_wait: the compiler must not read accumulators d before it.
+  template <int N>
+  static __device__ __forceinline__ void settle(float (&d)[N][4]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[i][e])::"memory");
+  }
+
+  template <bool TRANS_B>
+  static __device__ __forceinline__ void mma_64x64x16(float (*d)[4], const unsigned (&a)[4],
+                                                      unsigned long long b);
+};
+
+#define LLMC_WGMMA_64x64x16(TYPE)                                                             \
+  asm volatile(                                                                               \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE                              \
+      " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,"  \
+      "%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, 1, 1, 1, %37;"            \
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]),             \
+        "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]),             \
+        "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]),             \
+        "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),             \
+        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]),             \
+        "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),             \
+        "+f"(d[7][2]), "+f"(d[7][3])                                                          \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TRANS_B ? 1 : 0))
+template <>
+template <bool TRANS_B>
+__device__ __forceinline__ void Wgmma<__nv_bfloat16>::mma_64x64x16(float (*d)[4],
+                                                                   const unsigned (&a)[4],
+                                                                   unsigned long long b) {
+  LLMC_WGMMA_64x64x16("bf16");
+}
+template <>
+template <bool TRANS_B>
+__device__ __forceinline__ void Wgmma<__half>::mma_64x64x16(float (*d)[4], const unsigned (&a)[4],
+                                                            unsigned long long b) {
+  LLMC_WGMMA_64x64x16("f16");
+}
+#undef LLMC_WGMMA_64x64x16
+#endif  // LLMC_PAGED_ATTENTION_WGMMA
 
 // A warp's rows of one tile under one kv head, walked over 16-key pages on
 // tensor cores in the standard fragment layouts: lane l works on rows
@@ -763,6 +890,52 @@ struct MmaWalk {
     }
   }
 
+  // step<4> for the 4 warps of a warpgroup at once, their 64 rows on
+  // wgmma: the stage at shared address stage holds 64 keys (base ..) in
+  // SwizzledStage's layout, the K rows and then the V rows. Every warp of
+  // the warpgroup calls it (a warp whose rows see none of the keys gets
+  // P = 0).
+  __device__ __forceinline__ void step_warpgroup(unsigned stage, int base, float scale_log2) {
+    static_assert(HEAD_DIM % 64 == 0, "O = P V runs as m64n64 tiles");
+    using MMA = Wgmma<T>;
+    constexpr unsigned COLUMN = SwizzledStage<HEAD_DIM>::COLUMN_BYTES;
+    const unsigned v_rows = stage + HEAD_DIM / 64 * COLUMN;
+
+    // S = Q K^T: k-step st takes dims 16 st .. 16 st + 15.
+    float s[8][4] = {};
+    MMA::fence();
+#pragma unroll
+    for (int st = 0; st < KSTEPS; ++st)
+      MMA::template mma_64x64x16<false>(
+          s, qa[st], MMA::template descriptor<HEAD_DIM>(stage + st / 4 * COLUMN + st % 4 * 32u));
+    MMA::commit_and_wait();
+    MMA::settle(s);
+
+    if (base >= lo_all && base + 63 <= hi_all)
+      softmax<4, false>(s, base, scale_log2);
+    else
+      softmax<4, true>(s, base, scale_log2);
+
+    // O += P V: k-step p takes keys 16 p .. (page p), n-tile h dims 64 h ...
+    unsigned pa[4][4];
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      pa[p][0] = pack2<T>(s[2 * p][0], s[2 * p][1]);
+      pa[p][1] = pack2<T>(s[2 * p][2], s[2 * p][3]);
+      pa[p][2] = pack2<T>(s[2 * p + 1][0], s[2 * p + 1][1]);
+      pa[p][3] = pack2<T>(s[2 * p + 1][2], s[2 * p + 1][3]);
+    }
+    MMA::fence();
+#pragma unroll
+    for (int h = 0; h < HEAD_DIM / 64; ++h)
+#pragma unroll
+      for (int p = 0; p < 4; ++p)
+        MMA::template mma_64x64x16<true>(
+            &o[8 * h], pa[p], MMA::template descriptor<HEAD_DIM>(v_rows + h * COLUMN + p * 2048u));
+    MMA::commit_and_wait();
+    MMA::settle(o);
+  }
+
   __device__ __forceinline__ void finish() {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -787,9 +960,9 @@ struct MmaWalk {
     run_pipeline<STAGES>(
         count,
         [&](int i) {
-          copy_page<NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, 32>(buffer(i), k_cache, v_cache, walk.at(i),
-                                                           (first + i * nwarps) * 16, kvh, tile.klo,
-                                                           tile.khi, threadIdx.x & 31);
+          copy_page<Buffer, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, 32>(
+              buffer(i), buffer(i) + Buffer::HALF_BYTES, k_cache, v_cache, walk.at(i),
+              (first + i * nwarps) * 16, kvh, tile.klo, tile.khi, threadIdx.x & 31);
         },
         [] { __syncwarp(); },
         [&](int i) { step<1>(buffer(i), (first + i * nwarps) * 16, scale_log2); });
@@ -924,7 +1097,7 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   // Each warp's ring (tensor-core walk) and then its partials; the runtime
   // launches with paged_attention_launch's shared_bytes, at least
   // HEADS * WARP_BYTES.
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(1024) unsigned char smem[];
   auto warp_part = [&](int w) -> Part& { return *reinterpret_cast<Part*>(smem + w * WARP_BYTES); };
   const float scale_log2 = scale * pad::kLog2e;
   constexpr int Q_STRIDE = NUM_HEADS * HEAD_DIM;
@@ -952,6 +1125,12 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
       constexpr int PAGES = FIT >= 4 ? 4 : FIT >= 2 ? 2 : 1;
       static_assert(FIT >= 1, "ring larger than the block's shared memory");
       constexpr unsigned STAGE_BYTES = PAGES * Buffer::BYTES;
+      // On sm_90a a block of 4 warps is one warpgroup: its 64 rows take
+      // each stage in wgmma tiles, the stage's 64 keys laid out as
+      // SwizzledStage (the K rows, then the V rows). Otherwise each warp
+      // steps on its own with mma.sync over the stage's page buffers.
+      constexpr bool WARPGROUP = LLMC_PAGED_ATTENTION_WGMMA && HEADS == 4 && PAGES == 4 &&
+                                 HEAD_DIM <= 128;
       const int wt0 = t0 + warp * TQ;
       const pad::Tile<TQ> wtile =
           pad::make_tile<TQ>(wt0, seq_end - wt0, positions, kv_len, sliding_window);
@@ -971,11 +1150,12 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
       const int first = klo / 16;
       pad::WalkPages<PAGE_SIZE> walk{pages, first, 1, khi >= klo ? khi / 16 - first + 1 : 0};
       const unsigned ring = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+      if (WARPGROUP && ring % 1024 != 0) __trap();  // the swizzle needs aligned stages
       auto buffer = [&](int i) { return ring + static_cast<unsigned>(i % STAGES) * STAGE_BYTES; };
       const int head_end = min(NUM_KV_HEADS, static_cast<int>(blockIdx.y + 1) * HEADS);
       for (int head = blockIdx.y * HEADS; head < head_end; ++head) {
         Walk w;
-        if (wtile.tokens > 0) w.begin(q, Q_STRIDE, head, wtile);
+        w.begin(q, Q_STRIDE, head, wtile);
         // Stage i: pages i * PAGES .. of the walk; pages past its end are
         // zero-filled (read from nowhere) so the math sees only zeros.
         auto issue = [&](int i) {
@@ -983,19 +1163,35 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
           for (int p = 0; p < PAGES; ++p) {
             const int j = i * PAGES + p;
             const bool real = j < walk.count;
-            pad::copy_page<NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, BLOCK>(
-                buffer(i) + p * Buffer::BYTES, k_cache, v_cache, walk.at(j), (first + j) * 16,
-                head, real ? klo : 1, real ? khi : 0, threadIdx.x);
+            const long long page = walk.at(j);
+            const int lo = real ? klo : 1, hi = real ? khi : 0;
+            if constexpr (WARPGROUP) {
+              const unsigned k_rows = buffer(i) + p * 16 * 128;  // the page's 16 lines
+              pad::copy_page<pad::SwizzledStage<HEAD_DIM>, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, BLOCK>(
+                  k_rows, k_rows + PAGES * Buffer::HALF_BYTES, k_cache, v_cache, page,
+                  (first + j) * 16, head, lo, hi, threadIdx.x);
+            } else {
+              const unsigned page_buffer = buffer(i) + p * Buffer::BYTES;
+              pad::copy_page<Buffer, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, BLOCK>(
+                  page_buffer, page_buffer + Buffer::HALF_BYTES, k_cache, v_cache, page,
+                  (first + j) * 16, head, lo, hi, threadIdx.x);
+            }
           }
         };
-        // Stages past a warp's own keys (causal: the earlier tiles) are skipped.
+        // A warp alone skips the stages past its own keys (causal: the
+        // earlier tiles); a warpgroup steps together.
         auto consume = [&](int i) {
           const int base = (first + i * PAGES) * 16;
-          if (wtile.tokens > 0 && base <= wtile.khi && base + 16 * PAGES - 1 >= wtile.klo)
+          if constexpr (WARPGROUP)
+            w.step_warpgroup(buffer(i), base, scale_log2);
+          else if (wtile.tokens > 0 && base <= wtile.khi && base + 16 * PAGES - 1 >= wtile.klo)
             w.template step<PAGES>(buffer(i), base, scale_log2);
         };
-        pad::run_pipeline<STAGES>((walk.count + PAGES - 1) / PAGES, issue,
-                                  [] { __syncthreads(); }, consume);
+        auto sync = [] {
+          if constexpr (WARPGROUP) pad::Wgmma<T>::fence_shared_for_operands();
+          __syncthreads();
+        };
+        pad::run_pipeline<STAGES>((walk.count + PAGES - 1) / PAGES, issue, sync, consume);
         if (wtile.tokens > 0) {
           w.finish();
           w.write(out, Q_STRIDE, wt0, head, wtile.tokens * GROUP);

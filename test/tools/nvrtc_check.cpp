@@ -1,11 +1,12 @@
-// llmc-nvrtc-check ENGINE_DIR...: compiles every kernel module of each
-// engine's plan for sm_90 with NVRTC (no GPU needed). A failure names the
-// module and prints NVRTC's log. Modules with identical source and entry are
-// compiled once.
+// llmc-nvrtc-check [--arch ARCH] ENGINE_DIR...: compiles every kernel module
+// of each engine's plan for ARCH (default sm_90a, what the CUDA backend
+// compiles for on an H100/H200) with NVRTC (no GPU needed). A failure names
+// the module and prints NVRTC's log. Modules with identical source and entry
+// are compiled once.
 //
 // llmc-nvrtc-check --precompiled ENGINE_DIR: checks that the runtime's kernel
 // loading (jit::compileModules, with the runtime's own modules as the CUDA
-// backend passes them) takes every module from the plan's precompiled sm_90
+// backend passes them) takes every module from the plan's precompiled sm_90a
 // binary, byte for byte, and compiles nothing.
 
 #include "runtime/jit/KernelCache.h"
@@ -22,12 +23,14 @@
 
 namespace {
 
+constexpr const char *kHopper = "sm_90a";
+
 int checkPrecompiled(const char *engine) {
   llmc::plan::PlanFile file = llmc::plan::PlanFile::load(engine);
   const std::filesystem::path cache =
       std::filesystem::temp_directory_path() / ("llmc-nvrtc-check-" + std::to_string(getpid()));
   std::filesystem::remove_all(cache);
-  auto binaries = llmc::jit::compileModules(file.plan(), "sm_90", cache.string(), llmc::jit::runtimeModules());
+  auto binaries = llmc::jit::compileModules(file.plan(), kHopper, cache.string(), llmc::jit::runtimeModules());
   const size_t planModules = file.plan().kernels()->size();
   int precompiled = 0;
   for (size_t i = 0; i < binaries.size(); ++i) {
@@ -43,13 +46,13 @@ int checkPrecompiled(const char *engine) {
     precompiled += same && binaries[i].from_cache;
   }
   const bool compiledNothing = !std::filesystem::exists(cache);
-  std::cout << precompiled << " of " << binaries.size() << " modules taken precompiled for sm_90, "
+  std::cout << precompiled << " of " << binaries.size() << " modules taken precompiled for " << kHopper << ", "
             << (compiledNothing ? "nothing compiled" : "something was compiled") << "\n";
   // A runtime whose sampling module differs from the one stored compiles its own.
   std::vector<llmc::jit::ModuleSource> changed = llmc::jit::runtimeModules();
   changed[llmc::jit::kSampleRowsModule].source += "\n// another version\n";
   auto changedFromCache = [&] {
-    return llmc::jit::compileModules(file.plan(), "sm_90", cache.string(), changed)
+    return llmc::jit::compileModules(file.plan(), kHopper, cache.string(), changed)
         .at(planModules + llmc::jit::kSampleRowsModule)
         .from_cache;
   };
@@ -73,13 +76,19 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  if (argc < 2) {
-    std::cerr << "usage: llmc-nvrtc-check ENGINE_DIR...\n";
+  std::string arch = kHopper;
+  int first = 1;
+  if (argc > 2 && std::string(argv[1]) == "--arch") {
+    arch = argv[2];
+    first = 3;
+  }
+  if (argc <= first) {
+    std::cerr << "usage: llmc-nvrtc-check [--arch ARCH] ENGINE_DIR...\n";
     return 2;
   }
   std::set<std::string> compiled;
   int failures = 0, modules = 0;
-  for (int i = 1; i < argc; ++i) {
+  for (int i = first; i < argc; ++i) {
     try {
       llmc::plan::PlanFile file = llmc::plan::PlanFile::load(argv[i]);
       for (const llmc::plan::KernelModule *kernel : *file.plan().kernels()) {
@@ -94,9 +103,9 @@ int main(int argc, char **argv) {
         ++modules;
         try {
           auto module = llmc::jit::compileModule(kernel->name()->str(), kernel->source()->str(),
-                                                 entries, options, "sm_90");
+                                                 entries, options, arch);
           std::cout << "ok    " << kernel->name()->str() << " (" << module.cubin.size()
-                    << " bytes of sm_90 cubin)\n";
+                    << " bytes of " << arch << " cubin)\n";
         } catch (const std::exception &error) {
           ++failures;
           std::cout << "FAIL  " << argv[i] << ": " << error.what() << "\n";

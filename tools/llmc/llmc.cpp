@@ -41,7 +41,7 @@ int main(int argc, char **argv) {
                     "Skip the fusion passes (lowering then fails on unfused ops)");
   compile->add_flag("-q,--quiet", quiet, "No progress output");
   compile->add_option("--arch", compileOptions.archs,
-                      "Precompile every kernel for these GPU architectures (e.g. sm_90)")
+                      "Precompile every kernel for these GPU architectures (e.g. sm_90a for H100/H200)")
       ->delimiter(',')
       ->check(CLI::Validator([](std::string &arch) {
         return arch.rfind("sm_", 0) == 0 && arch.size() > 3 ? std::string() : "expected sm_NN, got " + arch;

@@ -60,7 +60,9 @@ CudaBackend::CudaBackend(int device) : driver_(cuda::Driver::get()) {
                 "cuDeviceGetAttribute");
   driver_.check(driver_.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device_),
                 "cuDeviceGetAttribute");
-  arch_ = "sm_" + std::to_string(major * 10 + minor);
+  // Compute capability 9.0 (H100/H200) compiles for sm_90a, whose
+  // arch-specific instructions (wgmma) the attention kernel uses.
+  arch_ = "sm_" + std::to_string(major * 10 + minor) + (major == 9 && minor == 0 ? "a" : "");
   char name[256] = {};
   driver_.check(driver_.cuDeviceGetName(name, sizeof name - 1, device_), "cuDeviceGetName");
   deviceName_ = name;
