@@ -120,6 +120,42 @@ constexpr int paged_attention_warp_bytes(int num_heads, int num_kv_heads, int he
   return ((partials > ring ? partials : ring) + 127) / 128 * 128;
 }
 
+// The K or V rows of a 64-key stage of the wgmma prefill walk in shared
+// memory, in PTX's canonical layout with 128-byte swizzle: 64-dim column
+// blocks of COLUMN_BYTES; in each, a key's 8 chunks of 16 bytes fill one
+// 128-byte line with chunk c at c ^ (key % 8), so neither the copies nor the
+// MMAs' operand reads meet bank conflicts (the swizzle runs on address bits:
+// stages are 1024-byte aligned). Read as S = Q K^T's B operand (K-major,
+// n = keys) a k-step of 16 dims starts 32 bytes further into its column
+// block; as O = P V's (MN-major, k = keys) a k-step of 16 keys starts 2048
+// bytes further, and n = 64 dims is one column block. unit(c) is the (key,
+// chunk) copy thread c moves: whole keys, so a warp reads full sectors.
+template <int HEAD_DIM>
+struct SwizzledStage {
+  static constexpr int CHUNKS = HEAD_DIM / 8;
+  static constexpr unsigned COLUMN_BYTES = 64 * 128;  // 64 keys of one column block
+  static constexpr unsigned GROUP_BYTES = 8 * 128;     // 8 keys, one swizzle period
+
+  static constexpr unsigned offset(int key, int chunk) {
+    return static_cast<unsigned>(chunk / 8) * COLUMN_BYTES + static_cast<unsigned>(key) * 128u +
+           static_cast<unsigned>((chunk % 8) ^ (key % 8)) * 16u;
+  }
+  static constexpr void unit(int c, int& key, int& chunk) {
+    key = c / CHUNKS;
+    chunk = c % CHUNKS;
+  }
+  // The wgmma descriptor of an operand starting at shared address addr
+  // (PTX ISA, "Matrix Descriptor Format"): start address, leading byte
+  // offset (column blocks; used by MN-major operands wider than one),
+  // stride byte offset (groups of 8 keys), all in 16-byte units; swizzle
+  // mode 1 (128 bytes).
+  static constexpr unsigned long long descriptor(unsigned addr) {
+    return static_cast<unsigned long long>((addr >> 4) & 0x3fff) |
+           static_cast<unsigned long long>(COLUMN_BYTES >> 4) << 16 |
+           static_cast<unsigned long long>(GROUP_BYTES >> 4) << 32 | 1ull << 62;
+  }
+};
+
 }  // namespace llmc_kernels
 
 #ifdef __CUDACC__
@@ -572,31 +608,6 @@ struct PageBuffer {
   }
 };
 
-// The K or V rows of a 64-key stage as wgmma reads them from shared memory
-// (PTX's canonical layout with 128-byte swizzle): 64-dim column blocks of
-// COLUMN_BYTES, in each a key's 8 chunks fill one 128-byte line with chunk
-// c at c ^ (key % 8), so neither the copies nor the MMAs' operand reads
-// meet bank conflicts; the swizzle runs on address bits, so the stage is
-// 1024-byte aligned. For S = Q K^T (K-major B) a k-step of 16 dims starts
-// 32 bytes further into its column block; for O = P V (MN-major B) a k-step
-// of 16 keys 2048 bytes further, and n = 64 dims is one column block.
-// Groups of 8 keys (8 lines) are 1024 bytes apart. unit(c): whole keys per
-// thread group, so a warp reads full 32-byte sectors.
-template <int HEAD_DIM>
-struct SwizzledStage {
-  static constexpr int CHUNKS = HEAD_DIM / 8;
-  static constexpr unsigned COLUMN_BYTES = 64 * 128;  // 64 keys of one 64-dim column block
-
-  static __device__ __forceinline__ unsigned offset(int key, int chunk) {
-    return static_cast<unsigned>(chunk / 8) * COLUMN_BYTES + key * 128u +
-           ((chunk % 8) ^ (key % 8)) * 16u;
-  }
-  static __device__ __forceinline__ void unit(int c, int& key, int& chunk) {
-    key = c / CHUNKS;
-    chunk = c % CHUNKS;
-  }
-};
-
 // Starts copying the 16 keys from position `base` (page-table entry `page`)
 // of kv head kvh: K rows to shared address k_dst, V rows to v_dst, each in
 // Layout. Keys outside [klo, khi] (the ends of the range; slots of the last
@@ -664,18 +675,6 @@ struct Wgmma;
 #if LLMC_PAGED_ATTENTION_WGMMA
 template <typename T>
 struct Wgmma {
-  // The descriptor of an operand at shared address addr in SwizzledStage's
-  // layout (PTX ISA, "Matrix Descriptor Format"): 128-byte swizzle (mode
-  // 1), 1024 bytes between groups of 8 lines (stride byte offset), column
-  // blocks COLUMN_BYTES apart (leading byte offset; used by MN-major
-  // operands wider than one block).
-  template <int HEAD_DIM>
-  static __device__ __forceinline__ unsigned long long descriptor(unsigned addr) {
-    constexpr unsigned long long lbo = SwizzledStage<HEAD_DIM>::COLUMN_BYTES >> 4, sbo = 1024 >> 4;
-    return static_cast<unsigned long long>((addr >> 4) & 0x3fff) | lbo << 16 | sbo << 32 |
-           1ull << 62;
-  }
-
   // Shared-memory writes of this thread (cp.async included) become visible
   // to the wgmma operand reads that follow a barrier.
   static __device__ __forceinline__ void fence_shared_for_operands() {
@@ -898,7 +897,8 @@ struct MmaWalk {
   __device__ __forceinline__ void step_warpgroup(unsigned stage, int base, float scale_log2) {
     static_assert(HEAD_DIM % 64 == 0, "O = P V runs as m64n64 tiles");
     using MMA = Wgmma<T>;
-    constexpr unsigned COLUMN = SwizzledStage<HEAD_DIM>::COLUMN_BYTES;
+    using Stage = SwizzledStage<HEAD_DIM>;
+    constexpr unsigned COLUMN = Stage::COLUMN_BYTES;
     const unsigned v_rows = stage + HEAD_DIM / 64 * COLUMN;
 
     // S = Q K^T: k-step st takes dims 16 st .. 16 st + 15.
@@ -907,7 +907,7 @@ struct MmaWalk {
 #pragma unroll
     for (int st = 0; st < KSTEPS; ++st)
       MMA::template mma_64x64x16<false>(
-          s, qa[st], MMA::template descriptor<HEAD_DIM>(stage + st / 4 * COLUMN + st % 4 * 32u));
+          s, qa[st], Stage::descriptor(stage + st / 4 * COLUMN + st % 4 * 32u));
     MMA::commit_and_wait();
     MMA::settle(s);
 
@@ -931,7 +931,7 @@ struct MmaWalk {
 #pragma unroll
       for (int p = 0; p < 4; ++p)
         MMA::template mma_64x64x16<true>(
-            &o[8 * h], pa[p], MMA::template descriptor<HEAD_DIM>(v_rows + h * COLUMN + p * 2048u));
+            &o[8 * h], pa[p], Stage::descriptor(v_rows + h * COLUMN + p * 2 * Stage::GROUP_BYTES));
     MMA::commit_and_wait();
     MMA::settle(o);
   }
@@ -1167,7 +1167,7 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
             const int lo = real ? klo : 1, hi = real ? khi : 0;
             if constexpr (WARPGROUP) {
               const unsigned k_rows = buffer(i) + p * 16 * 128;  // the page's 16 lines
-              pad::copy_page<pad::SwizzledStage<HEAD_DIM>, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, BLOCK>(
+              pad::copy_page<SwizzledStage<HEAD_DIM>, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, BLOCK>(
                   k_rows, k_rows + PAGES * Buffer::HALF_BYTES, k_cache, v_cache, page,
                   (first + j) * 16, head, lo, hi, threadIdx.x);
             } else {

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 namespace {
 
 using llmc::kernels::findTemplate;
@@ -100,6 +102,62 @@ TEST(KernelGeometry, ClustersSplitItemsOnlyWhileTheGridIsSmall) {
   EXPECT_EQ(cluster_blocks(256, 8, 132), 1);  // batch 32 and up
   EXPECT_EQ(cluster_blocks(8, 2, 132), 2);    // never above the kernel's maximum
   EXPECT_EQ(cluster_blocks(8, 1, 132), 1);
+}
+
+// The address a wgmma operand descriptor gives element (row, col) of a
+// 128-byte-swizzled operand (PTX ISA, canonical layouts): K-major rows are
+// n (col = k, 16-bit elements), MN-major rows are k (col = n); 8 rows of
+// 128 bytes a group, then the swizzle XORs address bits 4-6 with bits 7-9.
+unsigned operandAddress(unsigned long long desc, bool mn_major, int row, int col) {
+  EXPECT_EQ(desc >> 62, 1u) << "128-byte swizzle";
+  const unsigned start = unsigned(desc & 0x3fff) << 4;
+  const unsigned lbo = unsigned((desc >> 16) & 0x3fff) << 4;
+  const unsigned sbo = unsigned((desc >> 32) & 0x3fff) << 4;
+  const unsigned linear = start + unsigned(row / 8) * sbo + unsigned(row % 8) * 128 +
+                          (mn_major ? unsigned(col / 64) * lbo + unsigned(col % 64) * 2 : unsigned(col) * 2);
+  return linear ^ (((linear >> 7) & 7) << 4);
+}
+
+// The wgmma prefill stage of paged_attention: the copies put each K and V
+// element where the MMAs' descriptors read it (S = Q K^T over 16-dim
+// k-steps, O = P V over 16-key k-steps and 64-dim column blocks), and the
+// copy threads move every chunk of a page once.
+template <int HEAD_DIM>
+void expectWgmmaStageLayout() {
+  using Stage = llmc_kernels::SwizzledStage<HEAD_DIM>;
+  constexpr unsigned base = 4 * 1024;  // any 1024-byte-aligned stage
+  constexpr unsigned v_rows = base + HEAD_DIM / 64 * Stage::COLUMN_BYTES;
+  auto written = [](unsigned rows, int key, int dim) {
+    return rows + Stage::offset(key, dim / 8) + unsigned(dim % 8) * 2;
+  };
+  for (int st = 0; st < HEAD_DIM / 16; ++st) {
+    const auto desc = Stage::descriptor(base + st / 4 * Stage::COLUMN_BYTES + st % 4 * 32);
+    for (int key = 0; key < 64; ++key)
+      for (int k = 0; k < 16; ++k)
+        ASSERT_EQ(operandAddress(desc, false, key, k), written(base, key, 16 * st + k))
+            << "K, k-step " << st << ", key " << key << ", dim " << 16 * st + k;
+  }
+  for (int h = 0; h < HEAD_DIM / 64; ++h)
+    for (int p = 0; p < 4; ++p) {
+      const auto desc = Stage::descriptor(v_rows + h * Stage::COLUMN_BYTES + p * 2 * Stage::GROUP_BYTES);
+      for (int k = 0; k < 16; ++k)
+        for (int n = 0; n < 64; ++n)
+          ASSERT_EQ(operandAddress(desc, true, k, n), written(v_rows, 16 * p + k, 64 * h + n))
+              << "V, page " << p << ", key " << k << ", dim " << 64 * h + n;
+    }
+  std::set<std::pair<int, int>> moved;
+  for (int c = 0; c < 16 * Stage::CHUNKS; ++c) {
+    int key = -1, chunk = -1;
+    Stage::unit(c, key, chunk);
+    ASSERT_TRUE(key >= 0 && key < 16 && chunk >= 0 && chunk < Stage::CHUNKS) << c;
+    moved.insert({key, chunk});
+  }
+  EXPECT_EQ(moved.size(), size_t(16 * Stage::CHUNKS));
+}
+
+TEST(KernelGeometry, AttentionWgmmaStageIsWhatItsDescriptorsRead) {
+  expectWgmmaStageLayout<64>();
+  expectWgmmaStageLayout<128>();
 }
 
 TEST(KernelGeometry, SiluMulCoversAllColumns) {
