@@ -27,7 +27,7 @@ struct CompileOptions {
   int64_t max_tokens_per_forward = 8192;
   int64_t max_seqs_per_forward = 256;
   int64_t kv_page_size = 16;
-  /// GPU architectures (e.g. "sm_90") to precompile every kernel for; the
+  /// GPU architectures (e.g. "sm_90a") to precompile every kernel for; the
   /// runtime then loads them without JIT.
   std::vector<std::string> archs;
   bool fuse = true;

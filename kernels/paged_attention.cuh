@@ -50,7 +50,8 @@
 // for all its warps (kPagedAttentionSharedStages buffers of up to 4 pages
 // over the same shared memory, a barrier a buffer; a warp updates its
 // softmax once a buffer), and each warp skips the buffers outside its own
-// tile's keys. On sm_90a the 4 warps are one warpgroup instead: they take
+// tile's keys. On sm_90a, with 4 or more kv heads (4 warps a block) and
+// head dims of 64 or 128, the 4 warps are one warpgroup instead: they take
 // each buffer together as wgmma tiles (64 rows by 64 keys), the buffer laid
 // out for wgmma (SwizzledStage) rather than as page buffers.
 // Logits are kept in log2 units (scaled by log2(e)) so every exponential is
@@ -120,35 +121,39 @@ constexpr int paged_attention_warp_bytes(int num_heads, int num_kv_heads, int he
   return ((partials > ring ? partials : ring) + 127) / 128 * 128;
 }
 
-// The K or V rows of a 64-key stage of the wgmma prefill walk in shared
-// memory, in PTX's canonical layout with 128-byte swizzle: 64-dim column
-// blocks of COLUMN_BYTES; in each, a key's 8 chunks of 16 bytes fill one
-// 128-byte line with chunk c at c ^ (key % 8), so neither the copies nor the
-// MMAs' operand reads meet bank conflicts (the swizzle runs on address bits:
-// stages are 1024-byte aligned). Read as S = Q K^T's B operand (K-major,
-// n = keys) a k-step of 16 dims starts 32 bytes further into its column
-// block; as O = P V's (MN-major, k = keys) a k-step of 16 keys starts 2048
-// bytes further, and n = 64 dims is one column block. unit(c) is the (key,
-// chunk) copy thread c moves: whole keys, so a warp reads full sectors.
+// A 64-key stage of the wgmma prefill walk in shared memory: the K rows, then
+// the V rows (V_ROWS on), each in PTX's canonical layout with 128-byte
+// swizzle: 64-dim column blocks of COLUMN_BYTES; in each, a key's 8 chunks
+// of 16 bytes fill one 128-byte line with chunk c at c ^ (key % 8), so
+// neither the copies nor the MMAs' operand reads meet bank conflicts (the
+// swizzle runs on address bits: stages are 1024-byte aligned). Page p of the
+// stage is keys 16 p .. 16 p + 15 (page_rows(p) into the K or V rows). Read
+// as S = Q K^T's B operand (K-major, n = keys), k-step st (dims 16 st ..)
+// starts at k_step(st); as O = P V's (MN-major, k = keys), the k-step of
+// page p over dims 64 h .. 64 h + 63 at v_step(h, p).
 template <int HEAD_DIM>
 struct SwizzledStage {
-  static constexpr int CHUNKS = HEAD_DIM / 8;
   static constexpr unsigned COLUMN_BYTES = 64 * 128;  // 64 keys of one column block
   static constexpr unsigned GROUP_BYTES = 8 * 128;     // 8 keys, one swizzle period
+  static constexpr unsigned V_ROWS = HEAD_DIM / 64 * COLUMN_BYTES;
+  static constexpr unsigned BYTES = 2 * V_ROWS;
 
   static constexpr unsigned offset(int key, int chunk) {
     return static_cast<unsigned>(chunk / 8) * COLUMN_BYTES + static_cast<unsigned>(key) * 128u +
            static_cast<unsigned>((chunk % 8) ^ (key % 8)) * 16u;
   }
-  static constexpr void unit(int c, int& key, int& chunk) {
-    key = c / CHUNKS;
-    chunk = c % CHUNKS;
+  static constexpr unsigned page_rows(int p) { return static_cast<unsigned>(p) * 2 * GROUP_BYTES; }
+  static constexpr unsigned k_step(int st) {
+    return static_cast<unsigned>(st / 4) * COLUMN_BYTES + static_cast<unsigned>(st % 4) * 32u;
+  }
+  static constexpr unsigned v_step(int h, int p) {
+    return V_ROWS + static_cast<unsigned>(h) * COLUMN_BYTES + page_rows(p);
   }
   // The wgmma descriptor of an operand starting at shared address addr
   // (PTX ISA, "Matrix Descriptor Format"): start address, leading byte
   // offset (column blocks; used by MN-major operands wider than one),
-  // stride byte offset (groups of 8 keys), all in 16-byte units; swizzle
-  // mode 1 (128 bytes).
+  // stride byte offset (groups of 8 keys), all in 16-byte units; base
+  // offset 0 (aligned stages); swizzle mode 1 (128 bytes).
   static constexpr unsigned long long descriptor(unsigned addr) {
     return static_cast<unsigned long long>((addr >> 4) & 0x3fff) |
            static_cast<unsigned long long>(COLUMN_BYTES >> 4) << 16 |
@@ -591,8 +596,7 @@ struct WalkPages {
 // A page buffer in shared memory: the 16 K rows, then the 16 V rows, of one
 // 16-key page under one kv head, HEAD_DIM elements a row; each row's 16-byte
 // chunks are XOR-swizzled by key so that the 8 rows one ldmatrix phase reads
-// fall in distinct banks. unit(c) is the (key, chunk) copy thread c moves:
-// whole rows, so a warp reads full 32-byte sectors.
+// fall in distinct banks.
 template <int HEAD_DIM, typename T>
 struct PageBuffer {
   static constexpr int CHUNKS = HEAD_DIM / 8;                        // 16-byte chunks of a row
@@ -602,17 +606,14 @@ struct PageBuffer {
   static __device__ __forceinline__ unsigned offset(int key, int chunk) {
     return static_cast<unsigned>(key * CHUNKS + (chunk ^ (key & 7))) * 16u;
   }
-  static __device__ __forceinline__ void unit(int c, int& key, int& chunk) {
-    key = c / CHUNKS;
-    chunk = c % CHUNKS;
-  }
 };
 
 // Starts copying the 16 keys from position `base` (page-table entry `page`)
 // of kv head kvh: K rows to shared address k_dst, V rows to v_dst, each in
 // Layout. Keys outside [klo, khi] (the ends of the range; slots of the last
 // page not written yet) are zero-filled, not read: every product stays
-// finite. Threads tid = 0 .. THREADS - 1 share the chunks.
+// finite. Threads tid = 0 .. THREADS - 1 share the chunks, consecutive
+// threads a key's consecutive chunks, so a warp reads whole 32-byte sectors.
 template <typename Layout, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, int THREADS, typename T>
 __device__ __forceinline__ void copy_page(unsigned k_dst, unsigned v_dst, const T* k_cache,
                                           const T* v_cache, long long page, int base, int kvh,
@@ -623,8 +624,7 @@ __device__ __forceinline__ void copy_page(unsigned k_dst, unsigned v_dst, const 
   for (int c0 = 0; c0 < 16 * CHUNKS; c0 += THREADS) {
     const int c = c0 + tid;
     if (16 * CHUNKS % THREADS != 0 && c >= 16 * CHUNKS) break;
-    int key, chunk;
-    Layout::unit(c, key, chunk);
+    const int key = c / CHUNKS, chunk = c % CHUNKS;
     const bool ok = base + key >= klo && base + key <= khi;
     const long long src = (key0 + key * NUM_KV_HEADS) * HEAD_DIM + chunk * 8;
     const unsigned at = Layout::offset(key, chunk);
@@ -745,7 +745,9 @@ __device__ __forceinline__ void Wgmma<__half>::mma_64x64x16(float (*d)[4], const
 //   dims 8 nt + 2qd and 8 nt + 2qd + 1 of rows g and g + 8 (n-tile nt).
 // begin() loads Q, step() takes page buffers (PageBuffer's layout),
 // finish() completes the row sums; where the buffers come from is the
-// caller's: a warp's own ring (walk_own_pages) or a block's (prefill).
+// caller's: a warp's own ring (walk_own_pages) or a block's (prefill). On
+// sm_90a the 4 warps of a prefill block take a stage together instead
+// (step_warpgroup: the same fragments, computed by wgmma from SwizzledStage).
 template <int GROUP, int TQ, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, typename T>
 struct MmaWalk {
   static constexpr int ROWS = GROUP * TQ;
@@ -890,24 +892,21 @@ struct MmaWalk {
   }
 
   // step<4> for the 4 warps of a warpgroup at once, their 64 rows on
-  // wgmma: the stage at shared address stage holds 64 keys (base ..) in
-  // SwizzledStage's layout, the K rows and then the V rows. Every warp of
-  // the warpgroup calls it (a warp whose rows see none of the keys gets
-  // P = 0).
+  // wgmma: the stage at shared address stage holds 64 keys (base ..) as
+  // SwizzledStage. Every warp of the warpgroup calls it. A warp whose rows
+  // see none of the keys gets P = 0; one without tokens (past its
+  // sequence's end) computes on zeros and writes nothing.
   __device__ __forceinline__ void step_warpgroup(unsigned stage, int base, float scale_log2) {
     static_assert(HEAD_DIM % 64 == 0, "O = P V runs as m64n64 tiles");
     using MMA = Wgmma<T>;
     using Stage = SwizzledStage<HEAD_DIM>;
-    constexpr unsigned COLUMN = Stage::COLUMN_BYTES;
-    const unsigned v_rows = stage + HEAD_DIM / 64 * COLUMN;
 
-    // S = Q K^T: k-step st takes dims 16 st .. 16 st + 15.
+    // S = Q K^T over k-steps of 16 dims.
     float s[8][4] = {};
     MMA::fence();
 #pragma unroll
     for (int st = 0; st < KSTEPS; ++st)
-      MMA::template mma_64x64x16<false>(
-          s, qa[st], Stage::descriptor(stage + st / 4 * COLUMN + st % 4 * 32u));
+      MMA::template mma_64x64x16<false>(s, qa[st], Stage::descriptor(stage + Stage::k_step(st)));
     MMA::commit_and_wait();
     MMA::settle(s);
 
@@ -916,7 +915,7 @@ struct MmaWalk {
     else
       softmax<4, true>(s, base, scale_log2);
 
-    // O += P V: k-step p takes keys 16 p .. (page p), n-tile h dims 64 h ...
+    // O += P V: the k-step of page p (keys 16 p ..), n-tile h (dims 64 h ..).
     unsigned pa[4][4];
 #pragma unroll
     for (int p = 0; p < 4; ++p) {
@@ -930,8 +929,8 @@ struct MmaWalk {
     for (int h = 0; h < HEAD_DIM / 64; ++h)
 #pragma unroll
       for (int p = 0; p < 4; ++p)
-        MMA::template mma_64x64x16<true>(
-            &o[8 * h], pa[p], Stage::descriptor(v_rows + h * COLUMN + p * 2 * Stage::GROUP_BYTES));
+        MMA::template mma_64x64x16<true>(&o[8 * h], pa[p],
+                                         Stage::descriptor(stage + Stage::v_step(h, p)));
     MMA::commit_and_wait();
     MMA::settle(o);
   }
@@ -1166,10 +1165,13 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
             const long long page = walk.at(j);
             const int lo = real ? klo : 1, hi = real ? khi : 0;
             if constexpr (WARPGROUP) {
-              const unsigned k_rows = buffer(i) + p * 16 * 128;  // the page's 16 lines
-              pad::copy_page<SwizzledStage<HEAD_DIM>, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, BLOCK>(
-                  k_rows, k_rows + PAGES * Buffer::HALF_BYTES, k_cache, v_cache, page,
-                  (first + j) * 16, head, lo, hi, threadIdx.x);
+              using Stage = SwizzledStage<HEAD_DIM>;
+              static_assert(Stage::BYTES == STAGE_BYTES && STAGE_BYTES % 1024 == 0,
+                            "a stage is the 4 pages' K and V rows, 1024-byte aligned");
+              const unsigned k_rows = buffer(i) + Stage::page_rows(p);
+              pad::copy_page<Stage, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, BLOCK>(
+                  k_rows, k_rows + Stage::V_ROWS, k_cache, v_cache, page, (first + j) * 16, head, lo,
+                  hi, threadIdx.x);
             } else {
               const unsigned page_buffer = buffer(i) + p * Buffer::BYTES;
               pad::copy_page<Buffer, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, BLOCK>(

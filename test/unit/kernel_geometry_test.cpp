@@ -121,17 +121,18 @@ unsigned operandAddress(unsigned long long desc, bool mn_major, int row, int col
 // The wgmma prefill stage of paged_attention: the copies put each K and V
 // element where the MMAs' descriptors read it (S = Q K^T over 16-dim
 // k-steps, O = P V over 16-key k-steps and 64-dim column blocks), and the
-// copy threads move every chunk of a page once.
+// K and V rows of its 64 keys fill the stage without overlap.
 template <int HEAD_DIM>
 void expectWgmmaStageLayout() {
   using Stage = llmc_kernels::SwizzledStage<HEAD_DIM>;
   constexpr unsigned base = 4 * 1024;  // any 1024-byte-aligned stage
-  constexpr unsigned v_rows = base + HEAD_DIM / 64 * Stage::COLUMN_BYTES;
+  // Where copy_page puts dim d of key j of the stage (page j / 16).
   auto written = [](unsigned rows, int key, int dim) {
-    return rows + Stage::offset(key, dim / 8) + unsigned(dim % 8) * 2;
+    return rows + Stage::page_rows(key / 16) + Stage::offset(key % 16, dim / 8) + unsigned(dim % 8) * 2;
   };
   for (int st = 0; st < HEAD_DIM / 16; ++st) {
-    const auto desc = Stage::descriptor(base + st / 4 * Stage::COLUMN_BYTES + st % 4 * 32);
+    const auto desc = Stage::descriptor(base + Stage::k_step(st));
+    EXPECT_EQ((desc >> 49) & 7, 0u) << "base offset";
     for (int key = 0; key < 64; ++key)
       for (int k = 0; k < 16; ++k)
         ASSERT_EQ(operandAddress(desc, false, key, k), written(base, key, 16 * st + k))
@@ -139,20 +140,20 @@ void expectWgmmaStageLayout() {
   }
   for (int h = 0; h < HEAD_DIM / 64; ++h)
     for (int p = 0; p < 4; ++p) {
-      const auto desc = Stage::descriptor(v_rows + h * Stage::COLUMN_BYTES + p * 2 * Stage::GROUP_BYTES);
+      const auto desc = Stage::descriptor(base + Stage::v_step(h, p));
       for (int k = 0; k < 16; ++k)
         for (int n = 0; n < 64; ++n)
-          ASSERT_EQ(operandAddress(desc, true, k, n), written(v_rows, 16 * p + k, 64 * h + n))
+          ASSERT_EQ(operandAddress(desc, true, k, n), written(base + Stage::V_ROWS, 16 * p + k, 64 * h + n))
               << "V, page " << p << ", key " << k << ", dim " << 64 * h + n;
     }
-  std::set<std::pair<int, int>> moved;
-  for (int c = 0; c < 16 * Stage::CHUNKS; ++c) {
-    int key = -1, chunk = -1;
-    Stage::unit(c, key, chunk);
-    ASSERT_TRUE(key >= 0 && key < 16 && chunk >= 0 && chunk < Stage::CHUNKS) << c;
-    moved.insert({key, chunk});
-  }
-  EXPECT_EQ(moved.size(), size_t(16 * Stage::CHUNKS));
+  // The K and V rows of the 64 keys fill the stage, each byte once.
+  std::set<unsigned> bytes;
+  for (unsigned rows : {0u, Stage::V_ROWS})
+    for (int key = 0; key < 64; ++key)
+      for (int chunk = 0; chunk < HEAD_DIM / 8; ++chunk)
+        bytes.insert(written(rows, key, 8 * chunk));
+  EXPECT_EQ(bytes.size(), size_t(Stage::BYTES / 16));
+  EXPECT_EQ(*bytes.rbegin(), Stage::BYTES - 16);
 }
 
 TEST(KernelGeometry, AttentionWgmmaStageIsWhatItsDescriptorsRead) {

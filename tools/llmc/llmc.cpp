@@ -44,6 +44,8 @@ int main(int argc, char **argv) {
                       "Precompile every kernel for these GPU architectures (e.g. sm_90a for H100/H200)")
       ->delimiter(',')
       ->check(CLI::Validator([](std::string &arch) {
+        if (arch == "sm_90")  // the runtime never asks for it: cubins nobody loads
+          return std::string("sm_90: the CUDA backend runs sm_90a code on an H100/H200 (use --arch sm_90a)");
         return arch.rfind("sm_", 0) == 0 && arch.size() > 3 ? std::string() : "expected sm_NN, got " + arch;
       }, "sm_NN"));
 

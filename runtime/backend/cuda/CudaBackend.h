@@ -85,7 +85,7 @@ public:
   CUstream stream() const { return stream_; }
 
   CUdevice device() const { return device_; }
-  /// "sm_90" for an H100/H200.
+  /// "sm_90a" for an H100/H200.
   const std::string &arch() const { return arch_; }
 
 private:
