@@ -298,6 +298,24 @@ test('metrics count responses, tokens and latencies', async () => {
   assert.ok(m.llmc_host_seconds_between_forwards_total > 0);
 });
 
+test('a KV cache smaller than the engine\'s context is the served context', async () => {
+  const small = await startServer(['--kv-cache-tokens', '256']);
+  try {
+    const client = small.client();
+    const models = (await client.models.list()).data;
+    assert.equal(models[0].max_model_len, 256);
+    // Without max_tokens a chat completion may use the rest of the served context.
+    const chat = await client.chat.completions.create({
+      model: 'engine', messages: [{ role: 'user', content: 'Hello' }], ignore_eos: true });
+    assert.equal(chat.choices[0].finish_reason, 'length');
+    assert.equal(chat.usage.prompt_tokens + chat.usage.completion_tokens, 256);
+    await assert.rejects(client.completions.create({ model: 'engine', prompt: 'Hi', max_tokens: 300 }),
+      (error) => error.status === 400 && error.code === 'context_length_exceeded');
+  } finally {
+    assert.equal(await small.stop(), 0);
+  }
+});
+
 test('an API key is required when set; a full queue is a 429; large bodies are 413', async () => {
   const guarded = await startServer(['--api-key', 'sesame', '--max-seqs-per-forward', '1',
     '--max-queued-requests', '2', '--max-request-bytes', '4096']);

@@ -200,8 +200,13 @@ int runServe(const Options &o) {
   const runtime::GenerationConfig generation = runtime::GenerationConfig::load(o.engine, plan);
   const std::string name =
       o.served_model_name.empty() ? fs::absolute(o.engine).lexically_normal().filename().string() : o.served_model_name;
-  const serve::ServedModel model = serve::ServedModel::load(o.engine, name, engine.executor->maxSeqLen(),
-                                                            engine.executor->vocabSize(), generation);
+  // One sequence never outgrows the KV cache: a smaller cache than the
+  // engine's context is the served context (/v1/models, length checks, a
+  // chat request's default max_tokens).
+  const int64_t context =
+      std::min<int64_t>(engine.executor->maxSeqLen(), engine.pages->numPages() * engine.executor->pageSize());
+  const serve::ServedModel model =
+      serve::ServedModel::load(o.engine, name, context, engine.executor->vocabSize(), generation);
   runtime::SchedulerOptions options;
   options.tokens_per_forward = o.tokens_per_forward;
   options.seqs_per_forward = o.seqs_per_forward;
