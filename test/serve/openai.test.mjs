@@ -150,6 +150,34 @@ test('penalties and other sampling parameters are accepted and change the output
   assert.equal(ignoring.choices[0].finish_reason, 'length');
 });
 
+test('max_completion_tokens, chat n > 1, top_k, min_p and stop_token_ids do what they say', async () => {
+  const chat = { model: 'engine', messages: [{ role: 'user', content: 'Count with me' }], temperature: 0,
+    ignore_eos: true };
+  const capped = await client.chat.completions.create({ ...chat, max_completion_tokens: 5 });
+  assert.equal(capped.usage.completion_tokens, 5);
+  assert.equal(capped.choices[0].finish_reason, 'length');
+  const several = await client.chat.completions.create(
+    { ...chat, max_completion_tokens: 6, temperature: 1, n: 3, seed: 3 });
+  assert.deepEqual(several.choices.map((c) => c.index), [0, 1, 2]);
+  assert.equal(new Set(several.choices.map((c) => c.message.content)).size, 3, 'the n choices differ');
+  assert.equal(several.usage.completion_tokens, 18);
+  // top_k 1 and min_p 1 leave only the most likely token: sampling gives the greedy text.
+  const request = { model: 'engine', prompt: 'Once more', max_tokens: 12, ignore_eos: true };
+  const greedy = (await client.completions.create({ ...request, temperature: 0 })).choices[0].text;
+  for (const only of [{ top_k: 1 }, { min_p: 1 }]) {
+    const sampled = await client.completions.create({ ...request, temperature: 1, seed: 5, ...only });
+    assert.equal(sampled.choices[0].text, greedy, JSON.stringify(only));
+  }
+  // A stop token id: the greedy text's fourth token ends the completion before it.
+  const tokenized = await fetch(`${server.url}/tokenize`, { method: 'POST', body: JSON.stringify({ prompt: greedy }) })
+    .then((r) => r.json());
+  const fourth = tokenized.tokens[4];  // after the BOS
+  const stopped = await client.completions.create({ ...request, temperature: 0, stop_token_ids: [fourth] });
+  assert.equal(stopped.choices[0].finish_reason, 'stop');
+  assert.ok(greedy.startsWith(stopped.choices[0].text) && stopped.choices[0].text.length < greedy.length,
+    `${JSON.stringify(stopped.choices[0].text)} is not a shorter prefix of ${JSON.stringify(greedy)}`);
+});
+
 test('bad parameters are 400s in the OpenAI error shape, naming the parameter', async () => {
   const cases = [
     [{ temperature: 3 }, 'temperature'],
