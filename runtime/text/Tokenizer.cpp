@@ -486,8 +486,12 @@ struct Tokenizer::Impl {
   int32_t vocab_size = 0;
 
   // BPE.
-  std::array<int32_t, 256> byte_id{};           // the one-byte token, -1 if none
-  std::array<int32_t, 256> byte_fallback_id{};  // "<0xXX>", -1 if none
+  std::array<int32_t, 256> byte_id{};  // the one-byte token, -1 if none
+  // With byte_fallback, a byte whose byte-level character is not in the
+  // vocabulary becomes the "<0xXX>" tokens of that character's UTF-8 bytes
+  // (as the reference's BPE does), when all of them exist: up to 2 ids.
+  std::array<std::array<int32_t, 2>, 256> byte_fallback_ids{};
+  std::array<uint8_t, 256> byte_fallback_len{};  // 0: none
   PairMap merges;
   bool ignore_merges = false, byte_fallback = false, fuse_unk = false;
   int32_t unk_id = -1;
@@ -577,10 +581,19 @@ void parseModel(const json& model, Tokenizer::Impl& t) {
     appendUtf8(ch, a.cp[size_t(b)]);
     const auto it = t.text_to_id.find(ch);
     t.byte_id[size_t(b)] = it == t.text_to_id.end() ? -1 : it->second;
-    char hex[8];
-    std::snprintf(hex, sizeof hex, "<0x%02X>", b);
-    const auto fb = t.text_to_id.find(std::string_view(hex));
-    t.byte_fallback_id[size_t(b)] = (t.byte_fallback && fb != t.text_to_id.end()) ? fb->second : -1;
+    if (!t.byte_fallback) continue;
+    uint8_t len = 0;
+    for (unsigned char u : ch) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "<0x%02X>", u);
+      const auto fb = t.text_to_id.find(std::string_view(hex));
+      if (fb == t.text_to_id.end()) {
+        len = 0;
+        break;
+      }
+      t.byte_fallback_ids[size_t(b)][len++] = fb->second;
+    }
+    t.byte_fallback_len[size_t(b)] = len;
   }
   if (auto unk = getString(model, "unk_token", "model")) {
     // Like the reference, an unknown unk_token only matters once needed; a
@@ -934,7 +947,12 @@ void Tokenizer::Impl::mergeWord(std::string_view word, std::vector<int32_t>& out
   bool last_unk = false;
   for (unsigned char b : word) {
     int32_t id = byte_id[b];
-    if (id < 0 && byte_fallback) id = byte_fallback_id[b];
+    if (id < 0 && byte_fallback_len[b] > 0) {
+      for (uint8_t i = 0; i < byte_fallback_len[b]; ++i)
+        syms.push_back({byte_fallback_ids[b][i], int32_t(syms.size()) - 1, int32_t(syms.size()) + 1, 1});
+      last_unk = false;
+      continue;
+    }
     if (id < 0) {
       if (unk_id < 0) continue;  // the reference drops it when there is no unk token
       if (fuse_unk && last_unk) {

@@ -166,9 +166,31 @@ function syntheticTokenizer({ gpt2 }) {
       vocab, merges: gpt2 ? pairs.map(([a, b]) => `${a} ${b}`) : pairs },
   };
 }
+// A byte-level BPE with byte_fallback whose vocabulary lacks the byte-level
+// characters of some bytes (the space's Ġ, the Ã and © of UTF-8 é, the ð of
+// a 4-byte sequence, and 'q'): each such character becomes the "<0xXX>"
+// tokens of its own UTF-8 bytes, except 0x71 ('q'), which has no "<0x71>"
+// and so is dropped (no unk token).
+function fallbackTokenizer() {
+  const j = syntheticTokenizer({ gpt2: true });
+  const alphabet = byteAlphabet();
+  const missing = [0x20, 0xc3, 0xa9, 0xf0, 0x71].map((b) => alphabet[b]);
+  const vocab = {};
+  let next = 0;
+  for (const [token, id] of Object.entries(j.model.vocab).sort((a, b) => a[1] - b[1]))
+    if (![...missing].some((ch) => token.includes(ch))) vocab[token] = next++;
+  for (let b = 0; b < 256; ++b)
+    if (b !== 0x71) vocab[`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`] = next++;
+  j.added_tokens = [];
+  j.model.vocab = vocab;
+  j.model.byte_fallback = true;
+  j.model.merges = j.model.merges.filter((m) => ![...missing].some((ch) => m.includes(ch)));
+  return j;
+}
 const synthetic = {
   synthetic_nfc: syntheticTokenizer({ gpt2: false }),
   synthetic_gpt2: syntheticTokenizer({ gpt2: true }),
+  synthetic_byte_fallback: fallbackTokenizer(),
 };
 const syntheticCorpus = [
   ['words', 'the world in the  tower, another wordle 123123 12 swords'],
@@ -179,6 +201,7 @@ const syntheticCorpus = [
   ['normalized', 'caf\u00e9! cafe\u0301! CAF\u00c9! caf\u00e9'],
   ['specials', '<s>the<s> <think>x</think><s'],
   ['whitespace', '  \n\n  a  \t b\r\n'],
+  ['fallback', 'the café quiz: a\u00e9 \u{1F600} \u00a9 queue'],
 ];
 
 const out = {

@@ -33,7 +33,8 @@ using json = nlohmann::json;
 namespace {
 
 const char* const kRealTokenizers[] = {"llama3", "qwen3"};
-const char* const kAllTokenizers[] = {"llama3", "qwen3", "synthetic_nfc", "synthetic_gpt2"};
+const char* const kAllTokenizers[] = {"llama3", "qwen3", "synthetic_nfc", "synthetic_gpt2",
+                                      "synthetic_byte_fallback"};
 
 std::string base64Decode(std::string_view in) {
   static const std::string kAlphabet =
