@@ -14,7 +14,7 @@ runtime::SequenceUpdate failure(const std::string &message) {
 
 std::vector<Channel::Item> Channel::take(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
-  ready_.wait_for(lock, timeout, [&] { return !items_.empty() || disconnected_; });
+  ready_.wait_for(lock, timeout, [&] { return !items_.empty(); });
   std::vector<Item> items(std::make_move_iterator(items_.begin()), std::make_move_iterator(items_.end()));
   items_.clear();
   return items;
@@ -23,12 +23,6 @@ std::vector<Channel::Item> Channel::take(std::chrono::milliseconds timeout) {
 bool Channel::finished() const {
   std::lock_guard lock(mutex_);
   return unfinished_ == 0 && items_.empty();
-}
-
-void Channel::disconnect() {
-  disconnected_ = true;
-  std::lock_guard lock(mutex_);
-  ready_.notify_all();
 }
 
 void Channel::push(Item item) {
@@ -147,13 +141,11 @@ void EngineLoop::admit(std::vector<Submitted> &submitted) {
     }
 }
 
-// A cancelled group's requests leave the scheduler now; a client that
-// disconnected also counts (its handler may still be waiting for a write).
+// A cancelled group's requests (its client disconnected, or its handler
+// ended early) leave the scheduler now.
 void EngineLoop::dropCancelled(const std::vector<std::shared_ptr<Channel>> &cancelled) {
   for (auto it = members_.begin(); it != members_.end();) {
-    const bool gone = it->second.channel->disconnected() ||
-                      std::count(cancelled.begin(), cancelled.end(), it->second.channel) > 0;
-    if (gone) {
+    if (std::count(cancelled.begin(), cancelled.end(), it->second.channel) > 0) {
       scheduler_.abort(it->first);
       it = members_.erase(it);
     } else {

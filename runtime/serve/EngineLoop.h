@@ -14,7 +14,6 @@
 
 #include "runtime/sched/Scheduler.h"
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -46,9 +45,6 @@ public:
   /// Waits up to `timeout` for updates and takes them all (empty on timeout).
   std::vector<Item> take(std::chrono::milliseconds timeout);
   bool finished() const;
-  /// Wakes the reader; finished() stays false (the client has gone).
-  void disconnect();
-  bool disconnected() const { return disconnected_; }
 
 private:
   friend class EngineLoop;
@@ -58,7 +54,6 @@ private:
   std::condition_variable ready_;
   std::deque<Item> items_;
   size_t unfinished_;
-  std::atomic<bool> disconnected_{false};
 };
 
 /// What the loop last saw (for /metrics), read without blocking a forward.
