@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <stdexcept>
 #include <thread>
 
@@ -23,6 +24,13 @@ using Clock = std::chrono::steady_clock;
 struct Percentiles {
   double mean = 0, p50 = 0, p90 = 0, p99 = 0;
 };
+
+// 2.5 rather than 2.500000.
+std::string shortest(double x) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", x);
+  return text;
+}
 
 Percentiles percentiles(std::vector<double> values) {
   Percentiles out;
@@ -90,7 +98,7 @@ int runBenchServe(const BenchServeOptions &o) {
               (long long)o.output_len,
               sampling,
               o.concurrency ? ("concurrency " + std::to_string(o.concurrency)).c_str()
-              : o.request_rate > 0 ? ("Poisson arrivals at " + std::to_string(o.request_rate) + " requests/s").c_str()
+              : o.request_rate > 0 ? ("Poisson arrivals at " + shortest(o.request_rate) + " requests/s").c_str()
                                    : "all at once",
               o.prefix_caching ? "on" : "off", std::string(engine.backend->name()).c_str(),
               (long long)(engine.pages->numPages() * executor.pageSize()));
@@ -152,7 +160,8 @@ int runBenchServe(const BenchServeOptions &o) {
               ttft.p99);
   std::printf("| inter-token latency mean / p50 / p90 / p99 | %.2f / %.2f / %.2f / %.2f ms |\n", itl.mean, itl.p50,
               itl.p90, itl.p99);
-  std::printf("| request latency mean / p50 / p99 | %.0f / %.0f / %.0f ms |\n", e2e.mean, e2e.p50, e2e.p99);
+  std::printf("| request latency mean / p50 / p90 / p99 | %.0f / %.0f / %.0f / %.0f ms |\n", e2e.mean, e2e.p50,
+              e2e.p90, e2e.p99);
   std::printf("| prompt tokens from the prefix cache | %lld of %lld (%.1f%%) |\n", (long long)c.cached_prompt_tokens,
               (long long)c.prompt_tokens, c.prompt_tokens ? 100.0 * double(c.cached_prompt_tokens) / double(c.prompt_tokens) : 0.0);
   std::printf("| forwards, tokens per forward | %lld, %.0f |\n", (long long)c.forwards,
