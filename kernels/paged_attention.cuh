@@ -844,6 +844,26 @@ struct MmaWalk {
     }
   }
 
+  // softmax() over keys base .., without the per-key mask where every key
+  // lies in every real row's range (all steps but the ends of a walk).
+  template <int PAGES>
+  __device__ __forceinline__ void update(float (&s)[2 * PAGES][4], int base, float scale_log2) {
+    if (base >= lo_all && base + 16 * PAGES - 1 <= hi_all)
+      softmax<PAGES, false>(s, base, scale_log2);
+    else
+      softmax<PAGES, true>(s, base, scale_log2);
+  }
+
+  // P's A fragment for page p (keys 16 p ..), straight from S's accumulators.
+  template <int PAGES>
+  static __device__ __forceinline__ void p_fragment(const float (&s)[2 * PAGES][4], int p,
+                                                    unsigned (&pa)[4]) {
+    pa[0] = pack2<T>(s[2 * p][0], s[2 * p][1]);
+    pa[1] = pack2<T>(s[2 * p][2], s[2 * p][3]);
+    pa[2] = pack2<T>(s[2 * p + 1][0], s[2 * p + 1][1]);
+    pa[3] = pack2<T>(s[2 * p + 1][2], s[2 * p + 1][3]);
+  }
+
   // The keys base .. base + 16 PAGES - 1 from PAGES consecutive page buffers
   // at shared address buf: one softmax update (max, rescale of O) for all.
   template <int PAGES>
@@ -866,19 +886,15 @@ struct MmaWalk {
         mma_16816<T>(s[2 * p + 1], qa[st], kb[2], kb[3]);
       }
 
-    if (base >= lo_all && base + 16 * PAGES - 1 <= hi_all)
-      softmax<PAGES, false>(s, base, scale_log2);
-    else
-      softmax<PAGES, true>(s, base, scale_log2);
+    update<PAGES>(s, base, scale_log2);
 
     // O += P V: P is the A operand straight from S's accumulator layout.
     // Matrices of one ldmatrix.trans: keys 0-7 and 8-15 of a page by dims
     // 8nt.. and 8nt + 8...
 #pragma unroll
     for (int p = 0; p < PAGES; ++p) {
-      const unsigned pa[4] = {pack2<T>(s[2 * p][0], s[2 * p][1]), pack2<T>(s[2 * p][2], s[2 * p][3]),
-                              pack2<T>(s[2 * p + 1][0], s[2 * p + 1][1]),
-                              pack2<T>(s[2 * p + 1][2], s[2 * p + 1][3])};
+      unsigned pa[4];
+      p_fragment<PAGES>(s, p, pa);
       const unsigned v_tile = buf + p * Buffer::BYTES + Buffer::HALF_BYTES;
 #pragma unroll
       for (int nt = 0; nt < NT; nt += 2) {
@@ -910,20 +926,12 @@ struct MmaWalk {
     MMA::commit_and_wait();
     MMA::settle(s);
 
-    if (base >= lo_all && base + 63 <= hi_all)
-      softmax<4, false>(s, base, scale_log2);
-    else
-      softmax<4, true>(s, base, scale_log2);
+    update<4>(s, base, scale_log2);
 
     // O += P V: the k-step of page p (keys 16 p ..), n-tile h (dims 64 h ..).
     unsigned pa[4][4];
 #pragma unroll
-    for (int p = 0; p < 4; ++p) {
-      pa[p][0] = pack2<T>(s[2 * p][0], s[2 * p][1]);
-      pa[p][1] = pack2<T>(s[2 * p][2], s[2 * p][3]);
-      pa[p][2] = pack2<T>(s[2 * p + 1][0], s[2 * p + 1][1]);
-      pa[p][3] = pack2<T>(s[2 * p + 1][2], s[2 * p + 1][3]);
-    }
+    for (int p = 0; p < 4; ++p) p_fragment<4>(s, p, pa[p]);
     MMA::fence();
 #pragma unroll
     for (int h = 0; h < HEAD_DIM / 64; ++h)
@@ -1170,8 +1178,8 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
                             "a stage is the 4 pages' K and V rows, 1024-byte aligned");
               const unsigned k_rows = buffer(i) + Stage::page_rows(p);
               pad::copy_page<Stage, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, BLOCK>(
-                  k_rows, k_rows + Stage::V_ROWS, k_cache, v_cache, page, (first + j) * 16, head, lo,
-                  hi, threadIdx.x);
+                  k_rows, k_rows + Stage::V_ROWS, k_cache, v_cache, page, (first + j) * 16, head,
+                  lo, hi, threadIdx.x);
             } else {
               const unsigned page_buffer = buffer(i) + p * Buffer::BYTES;
               pad::copy_page<Buffer, NUM_KV_HEADS, HEAD_DIM, PAGE_SIZE, BLOCK>(
