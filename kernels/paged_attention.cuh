@@ -686,19 +686,34 @@ struct Wgmma {
     asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
   }
 
-  // Waits for this warpgroup's issued MMAs.
-  static __device__ __forceinline__ void commit_and_wait() {
-    asm volatile("wgmma.commit_group.sync.aligned;\n\twgmma.wait_group.sync.aligned 0;" ::
-                     : "memory");
+  // Closes the group of MMAs issued since the last commit.
+  static __device__ __forceinline__ void commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
   }
 
-  // After commit_and_wait: the compiler must not read accumulators d before it.
+  // Waits until at most N committed groups are still running.
+  template <int N>
+  static __device__ __forceinline__ void wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+  }
+
+  // Pins registers at this point of the instruction stream: before fence(),
+  // so that no write of an accumulator or A fragment sinks past it (else
+  // ptxas must insert a warpgroup arrive of its own); after wait(), so that
+  // no read of an accumulator rises above it.
   template <int N>
   static __device__ __forceinline__ void settle(float (&d)[N][4]) {
 #pragma unroll
     for (int i = 0; i < N; ++i)
 #pragma unroll
       for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[i][e])::"memory");
+  }
+  template <int N>
+  static __device__ __forceinline__ void settle(unsigned (&a)[N][4]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[i][e])::"memory");
   }
 
   template <bool TRANS_B>
@@ -747,7 +762,7 @@ __device__ __forceinline__ void Wgmma<__half>::mma_64x64x16(float (*d)[4], const
 // finish() completes the row sums; where the buffers come from is the
 // caller's: a warp's own ring (walk_own_pages) or a block's (prefill). On
 // sm_90a the 4 warps of a prefill block take a stage together instead
-// (step_warpgroup: the same fragments, computed by wgmma from SwizzledStage).
+// (walk_warpgroup: the same fragments, computed by wgmma from SwizzledStage).
 template <int GROUP, int TQ, int NUM_KV_HEADS, int HEAD_DIM, int PAGE_SIZE, typename T>
 struct MmaWalk {
   static constexpr int ROWS = GROUP * TQ;
@@ -760,6 +775,7 @@ struct MmaWalk {
   float m[2];  // rows g, g + 8 (log2 units)
   float l[2];  // this lane's share until finish()
   float o[NT][4];
+  float pending[2];  // O's factors from a deferred softmax step
   int rlo[2], rhi[2];  // key ranges of rows g, g + 8 (empty for padding rows)
   int lo_all, hi_all;  // keys in the ranges of all the warp's real rows
   unsigned qa[KSTEPS][4];
@@ -803,7 +819,9 @@ struct MmaWalk {
   // MASKED: keys outside a row's range count as -inf (a row may then have
   // no key yet: m stays -inf and P is 0); otherwise all keys are in range.
   // Max and sum run as four independent chains, not one.
-  template <int PAGES, bool MASKED>
+  // DEFER: O is not rescaled here; the factor waits in `pending` for
+  // rescale_o() (the warpgroup walk rescales O between MMAs).
+  template <int PAGES, bool MASKED, bool DEFER = false>
   __device__ __forceinline__ void softmax(float (&s)[2 * PAGES][4], int base, float scale_log2) {
     constexpr int N = 4 * PAGES;  // a lane's elements of one row
     const int qd = threadIdx.x & 3;
@@ -836,22 +854,26 @@ struct MmaWalk {
       }
       l[h] = l[h] * alpha + ((part[0] + part[1]) + (part[2] + part[3]));
       m[h] = mx;
+      if constexpr (DEFER) {
+        pending[h] = alpha;
+      } else {
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        o[nt][2 * h] *= alpha;
-        o[nt][2 * h + 1] *= alpha;
+        for (int nt = 0; nt < NT; ++nt) {
+          o[nt][2 * h] *= alpha;
+          o[nt][2 * h + 1] *= alpha;
+        }
       }
     }
   }
 
   // softmax() over keys base .., without the per-key mask where every key
   // lies in every real row's range (all steps but the ends of a walk).
-  template <int PAGES>
+  template <int PAGES, bool DEFER = false>
   __device__ __forceinline__ void update(float (&s)[2 * PAGES][4], int base, float scale_log2) {
     if (base >= lo_all && base + 16 * PAGES - 1 <= hi_all)
-      softmax<PAGES, false>(s, base, scale_log2);
+      softmax<PAGES, false, DEFER>(s, base, scale_log2);
     else
-      softmax<PAGES, true>(s, base, scale_log2);
+      softmax<PAGES, true, DEFER>(s, base, scale_log2);
   }
 
   // P's A fragment for page p (keys 16 p ..), straight from S's accumulators.
@@ -862,6 +884,17 @@ struct MmaWalk {
     pa[1] = pack2<T>(s[2 * p][2], s[2 * p][3]);
     pa[2] = pack2<T>(s[2 * p + 1][0], s[2 * p + 1][1]);
     pa[3] = pack2<T>(s[2 * p + 1][2], s[2 * p + 1][3]);
+  }
+
+  // O times the factors a deferred softmax left.
+  __device__ __forceinline__ void rescale_o() {
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        o[nt][2 * h] *= pending[h];
+        o[nt][2 * h + 1] *= pending[h];
+      }
   }
 
   // The keys base .. base + 16 PAGES - 1 from PAGES consecutive page buffers
@@ -907,31 +940,91 @@ struct MmaWalk {
     }
   }
 
-  // step<4> for the 4 warps of a warpgroup at once, their 64 rows on
-  // wgmma: the stage at shared address stage holds 64 keys (base ..) as
-  // SwizzledStage. Every warp of the warpgroup calls it. A warp whose rows
-  // see none of the keys gets P = 0; one without tokens (past its
-  // sequence's end) computes on zeros and writes nothing.
-  __device__ __forceinline__ void step_warpgroup(unsigned stage, int base, float scale_log2) {
+  // The walk of the 4 warps of a warpgroup together over `stages` stages of
+  // 64 keys (base0 + 64 i ..), their 64 rows on wgmma; stage i sits at
+  // shared address stage_at(i) as SwizzledStage, and issue(i) starts its
+  // copies (into buffer i % 3 of the block's ring). Every warp calls it. A
+  // warp whose rows see none of a stage's keys gets P = 0; one without
+  // tokens (past its sequence's end) computes on zeros and writes nothing.
+  // Step i issues the scores of stage i and P V of stage i - 1, and runs the
+  // softmax of stage i while P V runs (FlashAttention-3's overlap within a
+  // warpgroup; O is rescaled only between its MMAs). Copies run one stage
+  // ahead: stage i + 1 goes into the buffer stage i - 2 left.
+  template <typename Issue, typename StageAt>
+  __device__ __forceinline__ void walk_warpgroup(int stages, Issue&& issue, StageAt&& stage_at,
+                                                 int base0, float scale_log2) {
     static_assert(HEAD_DIM % 64 == 0, "O = P V runs as m64n64 tiles");
     using MMA = Wgmma<T>;
-    using Stage = SwizzledStage<HEAD_DIM>;
+    float s[8][4];
+    unsigned pa[4][4];  // P of the last stage whose softmax ran
+    auto softmax_to_p = [&](int i) { update<4, true>(s, base0 + 64 * i, scale_log2); };
+    auto pack_p = [&] {
+#pragma unroll
+      for (int p = 0; p < 4; ++p) p_fragment<4>(s, p, pa[p]);
+    };
+    if (stages > 0) issue(0);
+    cp_async_commit();
+    if (stages > 1) issue(1);
+    cp_async_commit();
+    if (stages == 0) {
+      cp_async_wait<0>();
+      return;
+    }
+    cp_async_wait<1>();
+    MMA::fence_shared_for_operands();
+    __syncthreads();
+    issue_scores(s, stage_at(0));
+    MMA::template wait<0>();
+    MMA::settle(s);
+    softmax_to_p(0);
+    pack_p();
+    for (int i = 1; i < stages; ++i) {
+      cp_async_wait<0>();
+      MMA::fence_shared_for_operands();
+      __syncthreads();
+      if (i + 1 < stages) issue(i + 1);
+      cp_async_commit();
+      issue_scores(s, stage_at(i));
+      rescale_o();
+      issue_pv(pa, stage_at(i - 1));
+      MMA::template wait<1>();
+      MMA::settle(s);
+      softmax_to_p(i);
+      MMA::template wait<0>();
+      MMA::settle(o);
+      pack_p();
+    }
+    rescale_o();
+    issue_pv(pa, stage_at(stages - 1));
+    MMA::template wait<0>();
+    MMA::settle(o);
+    __syncthreads();  // the ring is free for the next kv head
+  }
 
-    // S = Q K^T over k-steps of 16 dims.
-    float s[8][4] = {};
+  // S = Q K^T of one stage into s, over k-steps of 16 dims (issued, not
+  // waited for).
+  __device__ __forceinline__ void issue_scores(float (&s)[8][4], unsigned stage) {
+    using MMA = Wgmma<T>;
+    using Stage = SwizzledStage<HEAD_DIM>;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[i][e] = 0.f;
+    MMA::settle(s);
     MMA::fence();
 #pragma unroll
     for (int st = 0; st < KSTEPS; ++st)
       MMA::template mma_64x64x16<false>(s, qa[st], Stage::descriptor(stage + Stage::k_step(st)));
-    MMA::commit_and_wait();
-    MMA::settle(s);
+    MMA::commit();
+  }
 
-    update<4>(s, base, scale_log2);
-
-    // O += P V: the k-step of page p (keys 16 p ..), n-tile h (dims 64 h ..).
-    unsigned pa[4][4];
-#pragma unroll
-    for (int p = 0; p < 4; ++p) p_fragment<4>(s, p, pa[p]);
+  // O += P V of one stage: the k-step of page p (keys 16 p ..), n-tile h
+  // (dims 64 h ..) (issued, not waited for).
+  __device__ __forceinline__ void issue_pv(unsigned (&pa)[4][4], unsigned stage) {
+    using MMA = Wgmma<T>;
+    using Stage = SwizzledStage<HEAD_DIM>;
+    MMA::settle(pa);
+    MMA::settle(o);
     MMA::fence();
 #pragma unroll
     for (int h = 0; h < HEAD_DIM / 64; ++h)
@@ -939,8 +1032,7 @@ struct MmaWalk {
       for (int p = 0; p < 4; ++p)
         MMA::template mma_64x64x16<true>(&o[8 * h], pa[p],
                                          Stage::descriptor(stage + Stage::v_step(h, p)));
-    MMA::commit_and_wait();
-    MMA::settle(o);
+    MMA::commit();
   }
 
   __device__ __forceinline__ void finish() {
@@ -1188,20 +1280,19 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
             }
           }
         };
-        // A warp alone skips the stages past its own keys (causal: the
-        // earlier tiles); a warpgroup steps together.
-        auto consume = [&](int i) {
-          const int base = (first + i * PAGES) * 16;
-          if constexpr (WARPGROUP)
-            w.step_warpgroup(buffer(i), base, scale_log2);
-          else if (wtile.tokens > 0 && base <= wtile.khi && base + 16 * PAGES - 1 >= wtile.klo)
-            w.template step<PAGES>(buffer(i), base, scale_log2);
-        };
-        auto sync = [] {
-          if constexpr (WARPGROUP) pad::Wgmma<T>::fence_shared_for_operands();
-          __syncthreads();
-        };
-        pad::run_pipeline<STAGES>((walk.count + PAGES - 1) / PAGES, issue, sync, consume);
+        const int stages = (walk.count + PAGES - 1) / PAGES;
+        if constexpr (WARPGROUP) {
+          static_assert(STAGES == 3, "walk_warpgroup keeps stages i, i + 1 and i + 2 in the ring");
+          w.walk_warpgroup(stages, issue, buffer, first * 16, scale_log2);
+        } else {
+          // Each warp skips the stages past its own keys (causal: the earlier tiles).
+          auto consume = [&](int i) {
+            const int base = (first + i * PAGES) * 16;
+            if (wtile.tokens > 0 && base <= wtile.khi && base + 16 * PAGES - 1 >= wtile.klo)
+              w.template step<PAGES>(buffer(i), base, scale_log2);
+          };
+          pad::run_pipeline<STAGES>(stages, issue, [] { __syncthreads(); }, consume);
+        }
         if (wtile.tokens > 0) {
           w.finish();
           w.write(out, Q_STRIDE, wt0, head, wtile.tokens * GROUP);
