@@ -53,7 +53,9 @@
 // tile's keys. On sm_90a, with 4 or more kv heads (4 warps a block) and
 // head dims of 64 or 128, the 4 warps are one warpgroup instead: they take
 // each buffer together as wgmma tiles (64 rows by 64 keys), the buffer laid
-// out for wgmma (SwizzledStage) rather than as page buffers.
+// out for wgmma (SwizzledStage) rather than as page buffers, and a stage's
+// softmax runs while the previous stage's P V runs on the tensor cores
+// (copies then run one stage ahead instead of two).
 // Logits are kept in log2 units (scaled by log2(e)) so every exponential is
 // a base-2 one (on tensor cores the MUFU instruction itself, ex2.approx).
 #pragma once
@@ -966,10 +968,7 @@ struct MmaWalk {
     cp_async_commit();
     if (stages > 1) issue(1);
     cp_async_commit();
-    if (stages == 0) {
-      cp_async_wait<0>();
-      return;
-    }
+    if (stages == 0) return;  // nothing issued (the groups are empty)
     cp_async_wait<1>();
     MMA::fence_shared_for_operands();
     __syncthreads();
@@ -1282,7 +1281,7 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
         };
         const int stages = (walk.count + PAGES - 1) / PAGES;
         if constexpr (WARPGROUP) {
-          static_assert(STAGES == 3, "walk_warpgroup keeps stages i, i + 1 and i + 2 in the ring");
+          static_assert(STAGES == 3, "walk_warpgroup keeps stages i - 1 (P V), i (S) and i + 1 (copies) in the ring");
           w.walk_warpgroup(stages, issue, buffer, first * 16, scale_log2);
         } else {
           // Each warp skips the stages past its own keys (causal: the earlier tiles).
