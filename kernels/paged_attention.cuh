@@ -869,7 +869,8 @@ struct MmaWalk {
   }
 
   // softmax() over keys base .., without the per-key mask where every key
-  // lies in every real row's range (all steps but the ends of a walk).
+  // lies in every real row's range (all steps but the ends of a walk);
+  // DEFER as there.
   template <int PAGES, bool DEFER = false>
   __device__ __forceinline__ void update(float (&s)[2 * PAGES][4], int base, float scale_log2) {
     if (base >= lo_all && base + 16 * PAGES - 1 <= hi_all)
