@@ -11,7 +11,8 @@ Runs the prebuilt llmrun (--backend cuda) on engines compiled here
     top-1 agreement >= 99% (and 100% where fp32's top-2 gap is at least
     0.1: random weights give near-flat logits), greedy 64-token
     continuations identical for at least 9 of 10 prompts, ragged batch and
-    chunked prefill equal to single runs,
+    chunked prefill equal to single runs (logits within 1.25x of how far
+    transformers' bf16 forward moves a prompt's logits in a batch),
   * build/test/backend_test on the CUDA backend: the device sampler gives
     every row of every filter, penalty and special value the host Sampler's
     token, logprob and top logprobs; GEMMs through the decode GEMV and through
@@ -128,8 +129,16 @@ def shaped(case, seed=0):
                 greedy.append(out[0, len(p):].tolist())
         return logits, greedy
 
-    # transformers in bf16 is the yardstick for what bf16 compute can reach.
+    # transformers in bf16 is the yardstick for what bf16 compute can reach,
+    # also for how far a batch moves one prompt's logits (right-padded, so
+    # its GEMMs run at another row count): the first prompt within all ten.
     bf16_refs, bf16_greedy = reference(model.eval())
+    with torch.no_grad():
+        width = max(len(p) for p in prompts)
+        batch = torch.tensor([p + [0] * (width - len(p)) for p in prompts], device="cuda")
+        mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts], device="cuda")
+        in_batch = model(batch, attention_mask=mask).logits[0, :len(prompts[0])].double().cpu()
+    hf_ragged = rel_l2(in_batch, bf16_refs[0])
     model = model.float()  # fp32 compute on the same bf16 weights: the reference
     refs, greedy_refs = reference(model)
     del model
@@ -171,9 +180,14 @@ def shaped(case, seed=0):
     batched = our_greedy(engine, weights, prompts, 16)
     row(case, "ragged batch == single runs", "3 prompts", alone == [t[:16] for t in batched[:3]])
     row(case, "chunked prefill == one pass", "10 prompts", chunked == batched)
+    # A batch runs its GEMMs at other row counts (the GEMV below 9 rows), so
+    # bf16 outputs round differently and the logits move by about as much as
+    # bf16 moves them from fp32; transformers' bf16 forward moves as much
+    # (1.2e-2 on the H200), so that is the tolerance, not bit equality.
     single = our_logits(engine, weights, prompts[:1], case + "_one")[0]
-    row(case, "ragged logits == single (<=1e-3)", f"{rel_l2(logits[0], single):.2e}",
-        rel_l2(logits[0], single) <= 1e-3)
+    ragged = rel_l2(logits[0], single)
+    row(case, "ragged logits == single (<=1.25x HF)", f"{ragged:.2e} (HF {hf_ragged:.2e})",
+        ragged <= max(1e-3, 1.25 * hf_ragged))
 
 
 def backend_test(case, check, gtest_filter, engine="llama_gqa_rope3"):
