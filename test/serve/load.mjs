@@ -118,7 +118,9 @@ try {
   assert.ok(tally.hungUp > 0);
   assert.ok(m.llmc_num_preemptions_total > 0, 'the KV cache was large enough: nothing was preempted');
   assert.equal((await fetch(`${server.url}/health`)).status, 200);
-  assert.ok(final <= baseline * 1.25 + 16 * 1024, `memory grew from ${baseline} KiB to ${final} KiB`);
+  // Measured growth: 0.5-3.7 MiB (6.5 MiB under ASan) after ~37,000
+  // requests; a leak of a kilobyte a request would exceed this.
+  assert.ok(final <= baseline * 1.05 + 8 * 1024, `memory grew from ${baseline} KiB to ${final} KiB`);
 } finally {
   assert.equal(await server.stop(), 0, 'the server exits cleanly on SIGTERM');
 }
