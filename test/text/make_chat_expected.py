@@ -3,7 +3,7 @@
 
 Usage: python3 test/text/make_chat_expected.py TOKENIZER_DIR > test/text/chat_expected.json
 TOKENIZER_DIR is the directory test/text/fetch.sh fills (llama3, llama3_1,
-llama3_2, qwen2_5, qwen3; each with tokenizer_config.json).
+llama3_2, qwen2_5, qwen3, qwen2; each with tokenizer_config.json).
 
 The Jinja environment replicates transformers' chat-template renderer
 (transformers/utils/chat_template_utils.py, _compile_jinja_template):
@@ -21,7 +21,7 @@ import jinja2
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-TEMPLATES = ["llama3", "llama3_1", "llama3_2", "qwen2_5", "qwen3"]
+TEMPLATES = ["llama3", "llama3_1", "llama3_2", "qwen2_5", "qwen3", "qwen2"]
 
 
 def make_env():
