@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Run on the GPU machine, in the repository root, with build/gpu-carry from
+# test/gpu/prepare.sh: unpacks it into build/, then runs the named steps
+# (default: all), each printing its table; full outputs go to $OUT (or
+# build/gpu-out).
+#   check  test/gpu/check.py (transformers against llmrun, backend_test)
+#   bench  llmrun bench on the 8B shape, contexts 512 and 4096
+#   serve  llmrun serve + tools/bench_openai.py, 1,024 x 1000/1000 over HTTP
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+out=${OUT:-build/gpu-out}
+mkdir -p "$out" build/bin build/test
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+xz -dc build/gpu-carry/llmrun.xz > build/bin/llmrun && chmod +x build/bin/llmrun || exit 1
+cp build/gpu-carry/backend_test build/test/ && tar -C build -xJf build/gpu-carry/engines.tar.xz || exit 1
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+status=0
+for step in "${@:-check bench serve}"; do
+  for s in $step; do
+    case $s in
+      check)
+        python3 test/gpu/check.py build/bin/llmrun build/gpu-engines "$out/check-work" > "$out/check.txt" 2>&1 || status=1
+        grep -E '^\| |passed, ' "$out/check.txt" | grep -v '| pass |' ;;
+      bench)
+        build/bin/llmrun bench build/gpu-engines/llama-3.1-8b-8192 --random-weights --contexts 512 4096 \
+          --repeats 5 > "$out/bench.txt" 2>&1 || status=1
+        grep -E '^(device limits|cold start)' "$out/bench.txt"
+        grep -A3 '^| prefill |' "$out/bench.txt"; grep -A14 '^| decode batch' "$out/bench.txt" ;;
+      serve)
+        build/bin/llmrun serve build/gpu-engines/llama-3.1-8b-4096 --random-weights --max-connections 2048 \
+          --max-queued-requests 2048 > "$out/serve.log" 2>&1 &
+        server=$!
+        for _ in $(seq 180); do curl -sf http://127.0.0.1:8000/health > /dev/null && break; sleep 1; done
+        python3 tools/bench_openai.py http://127.0.0.1:8000 --num-requests 1024 --input-len 1000 \
+          --output-len 1000 > "$out/serve.txt" 2>&1 || status=1
+        kill "$server"; wait "$server"
+        tail -12 "$out/serve.txt" ;;
+      *) echo "unknown step $s (check, bench, serve)" >&2; exit 2 ;;
+    esac
+  done
+done
+exit $status
