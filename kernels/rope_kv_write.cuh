@@ -39,16 +39,6 @@ struct RopeKvWriteCfg {
 namespace llmc_kernels {
 namespace rope_kv_write_detail {
 
-// Elements a thread moves at once: the widest power of two of at most 16
-// bytes that divides both HALF (so the two halves of a rotation stay
-// vector-aligned) and HEAD_DIM.
-template <typename T, int HEAD_DIM, int HALF>
-constexpr int vector_width() {
-  int w = 16 / static_cast<int>(sizeof(T));
-  while (w > 1 && (HALF % w != 0 || HEAD_DIM % w != 0)) w /= 2;
-  return w;
-}
-
 // One token's row, W elements an access: a work unit is W rotation pairs
 // (dims i .. i + W - 1 and i + HALF ..), or W pass-through dims, of a q or k
 // head, or W elements of the v heads; the units of the whole row are dealt
@@ -135,7 +125,10 @@ __global__ void __launch_bounds__(
   T* q_row = q_out + static_cast<long long>(t) * (NUM_HEADS * HEAD_DIM);
   __syncthreads();
 
-  constexpr int W = rd::vector_width<T, HEAD_DIM, HALF>();
+  // Elements a thread moves at once: a vector width that divides both HALF
+  // (so the two halves of a rotation stay vector-aligned) and HEAD_DIM.
+  constexpr int W = vec_width<T, HALF>() < vec_width<T, HEAD_DIM>() ? vec_width<T, HALF>()
+                                                                     : vec_width<T, HEAD_DIM>();
   constexpr unsigned BYTES = W * sizeof(T);
   if (is_aligned(qkv, BYTES) && is_aligned(q_out, BYTES) && is_aligned(k_cache, BYTES) &&
       is_aligned(v_cache, BYTES)) {
