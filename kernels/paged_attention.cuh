@@ -273,6 +273,21 @@ struct Partials {
   float acc[ROWS][HEAD_DIM];
 };
 
+// VEC fp32 values loaded as one access (VEC = 1, 2 or 4).
+template <int VEC>
+struct alignas(VEC * sizeof(float)) FloatVector {
+  float v[VEC];
+};
+
+// Floats the cluster merge reads at once from a row of Partials: the widest
+// of 4, 2, 1 that divides HEAD_DIM and keeps every row's accumulator (after
+// the 2 * ROWS floats of m and l) aligned to it.
+constexpr int combine_width(int rows, int head_dim) {
+  for (int w = 4; w > 1; w /= 2)
+    if (head_dim % w == 0 && 2 * rows % w == 0) return w;
+  return 1;
+}
+
 // ---- SIMT walk (any dtype and head dim) --------------------------------------------
 
 // Largest power of two <= 32 that divides `chunks` (lanes sharing one key).
@@ -1354,32 +1369,54 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   }
   if (!clustered) return;
 
-  // Step 2: block `rank` finalises outputs [rank * per, (rank + 1) * per) of
-  // the block's heads x rows x HEAD_DIM from the partials of all ranks (read
-  // through distributed shared memory).
+  // Step 2: block `rank` finalises its 1/C share of the block's heads x rows
+  // x HEAD_DIM outputs from the partials of all ranks (read through
+  // distributed shared memory). A thread takes VEC consecutive dims of one
+  // row and loads every rank's m, l and accumulator slice before using any,
+  // so the remote loads overlap: one round trip, not one a rank.
   pad::cluster_sync();
+  constexpr int VEC = pad::combine_width(ROWS, HEAD_DIM);
+  constexpr int SLICES = HEAD_DIM / VEC;
+  using Slice = pad::FloatVector<VEC>;
   const int heads = min(HEADS, NUM_KV_HEADS - static_cast<int>(blockIdx.y) * HEADS);
-  const int total = heads * rows * HEAD_DIM;
+  const int total = heads * rows * SLICES;
   const int per = (total + static_cast<int>(csize) - 1) / static_cast<int>(csize);
   for (int k = threadIdx.x; k < per; k += BLOCK) {
     const int i = static_cast<int>(rank) * per + k;
     if (i >= total) break;
-    const int h = i / (rows * HEAD_DIM);
-    const int r = i / HEAD_DIM % rows;
-    const int d = i % HEAD_DIM;
-    float mx = neg_inf();
+    const int h = i / (rows * SLICES);
+    const int r = i / SLICES % rows;
+    const int d = i % SLICES * VEC;
     const Part& part = warp_part(h);
-    for (unsigned b = 0; b < csize; ++b) mx = fmaxf(mx, *pad::map_rank(&part.m[r], b));
-    float o = 0.f, den = 0.f;
-    for (unsigned b = 0; b < csize; ++b) {
-      const float mb = *pad::map_rank(&part.m[r], b);
-      const float wb = mb == neg_inf() ? 0.f : exp2f(mb - mx);
-      o += wb * *pad::map_rank(&part.acc[r][d], b);
-      den += wb * *pad::map_rank(&part.l[r], b);
+    float mb[kPagedAttentionMaxCluster], lb[kPagedAttentionMaxCluster];
+    Slice ab[kPagedAttentionMaxCluster];
+#pragma unroll
+    for (int b = 0; b < kPagedAttentionMaxCluster; ++b) {
+      if (b < static_cast<int>(csize)) {
+        mb[b] = *pad::map_rank(&part.m[r], b);
+        lb[b] = *pad::map_rank(&part.l[r], b);
+        ab[b] = *pad::map_rank(reinterpret_cast<const Slice*>(&part.acc[r][d]), b);
+      }
+    }
+    float mx = neg_inf();
+#pragma unroll
+    for (int b = 0; b < kPagedAttentionMaxCluster; ++b)
+      if (b < static_cast<int>(csize)) mx = fmaxf(mx, mb[b]);
+    float o[VEC] = {}, den = 0.f;
+#pragma unroll
+    for (int b = 0; b < kPagedAttentionMaxCluster; ++b) {
+      if (b < static_cast<int>(csize)) {
+        const float wb = mb[b] == neg_inf() ? 0.f : exp2f(mb[b] - mx);
+        den += wb * lb[b];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) o[e] += wb * ab[b].v[e];
+      }
     }
     const long long t = t0 + r / GROUP;
     const int head = (static_cast<int>(blockIdx.y) * HEADS + h) * GROUP + r % GROUP;
-    out[t * Q_STRIDE + head * HEAD_DIM + d] = from_float<T>(den > 0.f ? o / den : 0.f);
+#pragma unroll
+    for (int e = 0; e < VEC; ++e)
+      out[t * Q_STRIDE + head * HEAD_DIM + d + e] = from_float<T>(den > 0.f ? o[e] / den : 0.f);
   }
   // No block may exit (releasing its shared memory) while others read it.
   pad::cluster_sync();
