@@ -39,9 +39,15 @@ struct LaunchShape {
 // max_cluster) only while the whole grid stays within about two blocks per
 // multiprocessor. A small batch's few long rows are spread over the GPU; a
 // large batch already fills it, and a split would only add merge work.
+// Beyond the portable 8 (16 needs the runtime's opt-in and a GPC with 16
+// free multiprocessors' worth of room) only while the grid stays within one
+// block a multiprocessor.
+constexpr int kPortableClusterBlocks = 8;
 constexpr int cluster_blocks(long long items, int max_cluster, int multiprocessors) {
   int c = 1;
-  while (c * 2 <= max_cluster && items * c * 2 <= 2LL * multiprocessors) c *= 2;
+  while (c * 2 <= max_cluster && c * 2 <= kPortableClusterBlocks && items * c * 2 <= 2LL * multiprocessors)
+    c *= 2;
+  while (c >= kPortableClusterBlocks && c * 2 <= max_cluster && items * c * 2 <= multiprocessors) c *= 2;
   return c;
 }
 

@@ -97,8 +97,8 @@ LogicalResult KernelOp::verify() {
     return emitOpError() << "block must be in [1, 1024] threads, got " << getBlock();
   if (int64_t(getSharedBytes()) < 0)
     return emitOpError() << "shared_bytes must be non-negative";
-  if (getMaxCluster() < 1 || getMaxCluster() > 8)
-    return emitOpError() << "max_cluster must be in [1, 8] blocks, got " << getMaxCluster();
+  if (getMaxCluster() < 1 || getMaxCluster() > 16)
+    return emitOpError() << "max_cluster must be in [1, 16] blocks, got " << getMaxCluster();
   if (!getDtype().isF32() && !getDtype().isF16() && !getDtype().isBF16())
     return emitOpError() << "dtype must be f32, f16 or bf16, got " << getDtype();
   return success();

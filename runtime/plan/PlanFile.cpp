@@ -162,7 +162,7 @@ void checkSemantics(const Plan &plan, const std::string &source) {
       checkRange(source, param, 1, kMaxDim, "kernel template parameter");
     checkCubins(kernel->cubins());
     checkRange(source, kernel->shared_bytes(), 0, 228 * 1024, "kernel shared memory");
-    checkRange(source, kernel->max_cluster(), 1, 8, "kernel cluster size");
+    checkRange(source, kernel->max_cluster(), 1, 16, "kernel cluster size");
   }
   if (plan.runtime_modules())
     for (const RuntimeModule *module : *plan.runtime_modules()) {

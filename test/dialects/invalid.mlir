@@ -265,9 +265,9 @@ exec.kernel @div {kernel_template = "rms_norm", params = array<i64: 4>, dtype = 
 
 // -----
 
-// Thread-block clusters hold at most 8 blocks (the portable maximum).
-// expected-error @+1 {{max_cluster must be in [1, 8] blocks, got 16}}
-exec.kernel @wide {kernel_template = "paged_attention", params = array<i64: 4, 2, 16, 16>, dtype = bf16, grid = [#exec.sym<tokens = 1>, #exec.sym<constant = 2>, #exec.sym<constant = 1>], block = 128 : i64, shared_bytes = 0 : i64, max_cluster = 16 : i64}
+// Thread-block clusters hold at most 16 blocks (the non-portable maximum).
+// expected-error @+1 {{max_cluster must be in [1, 16] blocks, got 32}}
+exec.kernel @wide {kernel_template = "paged_attention", params = array<i64: 4, 2, 16, 16>, dtype = bf16, grid = [#exec.sym<tokens = 1>, #exec.sym<constant = 2>, #exec.sym<constant = 1>], block = 128 : i64, shared_bytes = 0 : i64, max_cluster = 32 : i64}
 
 // -----
 

@@ -6,7 +6,7 @@
 // CHECK-DAG: exec.kernel @embedding_16_bf16 {{{.*}}kernel_template = "embedding", params = array<i64: 16>
 // CHECK-DAG: exec.kernel @rms_norm_16_bf16 {{{.*}}kernel_template = "rms_norm"
 // CHECK-DAG: exec.kernel @rope_kv_write_2_1_8_8_16_bf16 {{{.*}}grid = [#exec.sym<tokens = 1>, #exec.sym<constant = 1>, #exec.sym<constant = 1>]{{.*}}params = array<i64: 2, 1, 8, 8, 16>
-// CHECK-DAG: exec.kernel @paged_attention_2_1_8_16_bf16 {{{.*}}grid = [#exec.sym<tokens = 1, seqs = 7, divisor = 8>, #exec.sym<constant = 1>, #exec.sym<constant = 1>]{{.*}}max_cluster = 8
+// CHECK-DAG: exec.kernel @paged_attention_2_1_8_16_bf16 {{{.*}}grid = [#exec.sym<tokens = 1, seqs = 7, divisor = 8>, #exec.sym<constant = 1>, #exec.sym<constant = 1>]{{.*}}max_cluster = 16
 // CHECK-DAG: exec.kernel @silu_mul_32_bf16
 // CHECK-DAG: exec.kernel @gather_rows_16_bf16 {{{.*}}grid = [#exec.sym<seqs = 1>
 // CHECK: func.func @forward() {

@@ -86,7 +86,7 @@ TEST(KernelGeometry, AttentionCoversEveryTileOfEveryKvHead) {
   EXPECT_TRUE(llmc_kernels::paged_attention_uses_mma(16, 4, 256, 16, 2));
   EXPECT_FALSE(llmc_kernels::paged_attention_uses_mma(16, 4, 320, 16, 2));
   EXPECT_EQ(launch("paged_attention", {16, 4, 320, 16}).shared_bytes, 4 * 16 * 322 * 4);
-  EXPECT_EQ(shape.max_cluster, 8);
+  EXPECT_EQ(shape.max_cluster, 16);
   // 2 kv heads (Qwen2.5-0.5B): blocks of 2 warps; 6: 2 rows, the last half full.
   EXPECT_EQ(launch("paged_attention", {14, 2, 64, 16}).block_threads, 64);
   EXPECT_EQ(launch("paged_attention", {14, 2, 64, 16}).grid_y.eval(1, 1), 1);
@@ -102,6 +102,12 @@ TEST(KernelGeometry, ClustersSplitItemsOnlyWhileTheGridIsSmall) {
   EXPECT_EQ(cluster_blocks(256, 8, 132), 1);  // batch 32 and up
   EXPECT_EQ(cluster_blocks(8, 2, 132), 2);    // never above the kernel's maximum
   EXPECT_EQ(cluster_blocks(8, 1, 132), 1);
+  // Beyond the portable 8 only while every block has a multiprocessor.
+  EXPECT_EQ(cluster_blocks(2, 16, 132), 16);   // decode batch 1 of 8 kv heads: 2 block rows
+  EXPECT_EQ(cluster_blocks(8, 16, 132), 16);   // batch 4
+  EXPECT_EQ(cluster_blocks(9, 16, 132), 8);    // 144 blocks would exceed 132
+  EXPECT_EQ(cluster_blocks(16, 16, 132), 8);   // batch 8
+  EXPECT_EQ(cluster_blocks(2, 16, 16), 8);     // a small GPU
 }
 
 // The address a wgmma operand descriptor gives element (row, col) of a

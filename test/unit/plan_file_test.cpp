@@ -138,12 +138,12 @@ TEST(PlanFile, LaunchArgumentsMustFitTheKernel) {
       << errorOf(buildPlan(wider));
 }
 
-TEST(PlanFile, ClusterSizesBeyondThePortableMaximumAreRejected) {
+TEST(PlanFile, ClusterSizesBeyondTheNonPortableMaximumAreRejected) {
   PlanShape wide;
-  wide.max_cluster = 16;
-  EXPECT_NE(errorOf(buildPlan(wide)).find("kernel cluster size 16 is outside [1, 8]"), std::string::npos)
+  wide.max_cluster = 32;
+  EXPECT_NE(errorOf(buildPlan(wide)).find("kernel cluster size 32 is outside [1, 16]"), std::string::npos)
       << errorOf(buildPlan(wide));
-  wide.max_cluster = 8;
+  wide.max_cluster = 16;
   EXPECT_EQ(errorOf(buildPlan(wide)), "");
 }
 

@@ -147,6 +147,7 @@ void CudaBackend::loadKernels(const plan::Plan &plan) {
     driver_.check(driver_.cuModuleUnload(module), "cuModuleUnload");
   modules_.clear();
   functions_.clear();
+  maxClusters_.clear();
   // The runtime's modules come after the plan's.
   const size_t planModules = binaries.size() - jit::kNumRuntimeModules;
   auto loadFunction = [&](const jit::ModuleBinary &binary) {
@@ -178,7 +179,35 @@ void CudaBackend::loadKernels(const plan::Plan &plan) {
                     "cuFuncSetAttribute");
     }
     functions_.push_back(function);
+    maxClusters_.push_back(sm90_ ? usableClusterSize(function, kernel) : 1);
   }
+}
+
+// The largest cluster, up to the plan's max_cluster, that this GPU can place
+// for the kernel: sizes beyond the portable 8 need an opt-in and a GPC with
+// room for all the blocks at once, which not every part has (then 8).
+int CudaBackend::usableClusterSize(CUfunction function, const plan::KernelModule &kernel) const {
+  const int wanted = kernel.max_cluster();
+  if (wanted <= llmc_kernels::kPortableClusterBlocks)
+    return wanted;
+  driver_.check(driver_.cuFuncSetAttribute(function, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1),
+                "cuFuncSetAttribute");
+  CUlaunchAttribute cluster{};
+  cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+  cluster.value.clusterDim.x = unsigned(wanted);
+  cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
+  CUlaunchConfig config{};
+  config.gridDimX = unsigned(wanted);
+  config.gridDimY = config.gridDimZ = 1;
+  config.blockDimX = unsigned(kernel.block_threads());
+  config.blockDimY = config.blockDimZ = 1;
+  config.sharedMemBytes = unsigned(kernel.shared_bytes());
+  config.hStream = stream_;
+  config.attrs = &cluster;
+  config.numAttrs = 1;
+  int clusters = 0;
+  driver_.check(driver_.cuOccupancyMaxActiveClusters(&clusters, function, &config), "cuOccupancyMaxActiveClusters");
+  return clusters > 0 ? wanted : llmc_kernels::kPortableClusterBlocks;
 }
 
 // Lets the kernel start while the previous kernel on the stream finishes
@@ -241,9 +270,9 @@ void CudaBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<
   config.attrs = attributes;
   if (kernel.waits_for_previous())  // plans before schema 1.4: their kernels do not wait
     addDependentLaunch(config);
-  if (kernel.max_cluster() > 1 && sm90_) {
-    const int blocks = llmc_kernels::cluster_blocks(int64_t(grid[0]) * grid[1] * grid[2],
-                                                    kernel.max_cluster(), multiprocessors_);
+  if (const int maxCluster = maxClusters_.at(size_t(kernelIndex)); maxCluster > 1) {
+    const int blocks =
+        llmc_kernels::cluster_blocks(int64_t(grid[0]) * grid[1] * grid[2], maxCluster, multiprocessors_);
     CUlaunchAttribute &cluster = attributes[config.numAttrs++];
     cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
     cluster.value.clusterDim.x = unsigned(blocks);

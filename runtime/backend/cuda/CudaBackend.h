@@ -96,6 +96,7 @@ private:
   };
   const GemmPlan &gemmPlan(const GemmArgs &args);
   void addDependentLaunch(CUlaunchConfig &config) const;
+  int usableClusterSize(CUfunction function, const plan::KernelModule &kernel) const;
   std::pair<GemmKernel, int> choiceFor(const GemmArgs &args) const;  // kernel, cuBLASLt answer
 
   const cuda::Driver &driver_;
@@ -108,6 +109,7 @@ private:
   int multiprocessors_ = 0;
   std::vector<CUmodule> modules_;      // the plan's modules and the runtime's
   std::vector<CUfunction> functions_;  // one per plan kernel module
+  std::vector<int> maxClusters_;       // the cluster size each may launch with on this GPU
   CUfunction sampleRows_ = nullptr;
   CUfunction gemvRows_ = nullptr;
   cublasLtHandle_t blas_ = nullptr;

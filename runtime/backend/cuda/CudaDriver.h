@@ -20,7 +20,8 @@ struct Driver {
   X(cuLaunchKernelEx) X(cuFuncSetAttribute) X(cuGetErrorName) X(cuGetErrorString)                  \
   X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize) X(cuEventElapsedTime)                    \
   X(cuEventDestroy) X(cuMemsetD32Async) X(cuStreamBeginCapture) X(cuStreamEndCapture)              \
-  X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphExecDestroy) X(cuGraphDestroy)
+  X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphExecDestroy) X(cuGraphDestroy)        \
+  X(cuOccupancyMaxActiveClusters)
 #define LLMC_CUDA_POINTER(name) decltype(&::name) name = nullptr;
   LLMC_CUDA_FUNCTIONS(LLMC_CUDA_POINTER)
 #undef LLMC_CUDA_POINTER
