@@ -19,7 +19,7 @@ for step in "${@:-check bench serve}"; do
   for s in $step; do
     case $s in
       check)
-        python3 test/gpu/check.py build/bin/llmrun build/gpu-engines "$out/check-work" > "$out/check.txt" 2>&1 || status=1
+        python3 test/gpu/check.py build/bin/llmrun build/gpu-engines build/gpu-check-work > "$out/check.txt" 2>&1 || status=1
         grep -E '^\| |passed, ' "$out/check.txt" | grep -v '| pass |' ;;
       bench)
         build/bin/llmrun bench build/gpu-engines/llama-3.1-8b-8192 --random-weights --contexts 512 4096 \
