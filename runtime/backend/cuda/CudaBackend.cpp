@@ -184,14 +184,15 @@ void CudaBackend::loadKernels(const plan::Plan &plan) {
 }
 
 // The largest cluster, up to the plan's max_cluster, that this GPU can place
-// for the kernel: sizes beyond the portable 8 need an opt-in and a GPC with
-// room for all the blocks at once, which not every part has (then 8).
+// for the kernel: sizes beyond the portable 8 need an opt-in, which a part
+// without non-portable clusters refuses, and a GPC with room for all the
+// blocks at once, which not every part (or MIG slice) has. Otherwise 8.
 int CudaBackend::usableClusterSize(CUfunction function, const plan::KernelModule &kernel) const {
   const int wanted = kernel.max_cluster();
   if (wanted <= llmc_kernels::kPortableClusterBlocks)
     return wanted;
-  driver_.check(driver_.cuFuncSetAttribute(function, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1),
-                "cuFuncSetAttribute");
+  if (driver_.cuFuncSetAttribute(function, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1) != CUDA_SUCCESS)
+    return llmc_kernels::kPortableClusterBlocks;
   CUlaunchAttribute cluster{};
   cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
   cluster.value.clusterDim.x = unsigned(wanted);
@@ -206,8 +207,8 @@ int CudaBackend::usableClusterSize(CUfunction function, const plan::KernelModule
   config.attrs = &cluster;
   config.numAttrs = 1;
   int clusters = 0;
-  driver_.check(driver_.cuOccupancyMaxActiveClusters(&clusters, function, &config), "cuOccupancyMaxActiveClusters");
-  return clusters > 0 ? wanted : llmc_kernels::kPortableClusterBlocks;
+  const CUresult placed = driver_.cuOccupancyMaxActiveClusters(&clusters, function, &config);
+  return placed == CUDA_SUCCESS && clusters > 0 ? wanted : llmc_kernels::kPortableClusterBlocks;
 }
 
 // Lets the kernel start while the previous kernel on the stream finishes
