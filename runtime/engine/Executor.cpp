@@ -243,9 +243,16 @@ void Executor::prepareDecode() {
       backend_.tuneGemms(gemms);
     }
   }
+  TimeInto timer{graphCaptureSeconds_};
+  captureDecodeGraphs();
+}
+
+void Executor::captureDecodeGraphs() {
+  for (auto &[batch, graph] : decodeGraphs_)
+    backend_.destroyGraph(graph);
+  decodeGraphs_.clear();
   if (!graphs_)
     return;
-  TimeInto timer{graphCaptureSeconds_};
   for (int64_t size : decodeGraphSizes(maxSeqs_)) {
     if (!backend_.beginCapture())
       break;  // the backend has no graphs
@@ -328,11 +335,29 @@ void Executor::validate(const ForwardBatch &b) const {
   }
 }
 
+std::string_view Executor::stepKind(size_t step) const {
+  if (const plan::Launch *launch = rank_.steps()->Get(uint32_t(step))->op_as_Launch())
+    return plan_.kernels()->Get(uint32_t(launch->kernel()))->kernel_template()->string_view();
+  return "gemm";
+}
+
+void Executor::omitSteps(const std::set<std::string, std::less<>> &kinds) {
+  requireNothingInFlight("omitSteps()");
+  omittedSteps_.clear();
+  if (!kinds.empty())
+    for (size_t index = 0; index < rank_.steps()->size(); ++index)
+      omittedSteps_.push_back(kinds.count(stepKind(index)) > 0);
+  backend_.synchronize();  // no replay of the graphs about to go may still run
+  captureDecodeGraphs();
+}
+
 void Executor::runSteps(const BatchShape &shape, const std::function<void(size_t step)> &afterStep) {
   std::vector<void *> args;
   for (size_t index = 0; index < rank_.steps()->size(); ++index) {
     const plan::Step *step = rank_.steps()->Get(uint32_t(index));
-    if (const plan::Launch *launch = step->op_as_Launch()) {
+    if (!omittedSteps_.empty() && omittedSteps_[index]) {
+      // left out (omitSteps)
+    } else if (const plan::Launch *launch = step->op_as_Launch()) {
       args.clear();
       for (int32_t buffer : *launch->buffers())
         args.push_back(buffers_[size_t(buffer)]);

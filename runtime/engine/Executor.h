@@ -13,9 +13,11 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace llmc::runtime {
@@ -119,6 +121,14 @@ public:
   /// without waiting; the outputs are those of one forward.
   void launchStepsRepeatedly(const ForwardBatch &batch, int repeats,
                              const std::function<void(size_t step)> &afterStep);
+  /// What a plan step is, for profiling: its kernel template's name, or
+  /// "gemm" for a Gemm step.
+  std::string_view stepKind(size_t step) const;
+  /// For profiling: later forwards leave out every step whose stepKind() is
+  /// in `kinds` (the decode graphs are captured again without them), so
+  /// that timing them shows what those steps cost inside the whole forward.
+  /// The outputs are then meaningless. An empty set restores the forward.
+  void omitSteps(const std::set<std::string, std::less<>> &kinds);
   /// The backend GEMM a plan Gemm step makes for a batch of this shape.
   GemmArgs gemmArgs(const plan::Gemm &gemm, const BatchShape &shape) const;
   /// Wall time from each forward's launch until its results were collected
@@ -142,6 +152,7 @@ private:
   /// Uploads the constants and resolves every plan buffer to its pointer.
   void bindBuffers();
   void prepareDecode();
+  void captureDecodeGraphs();
 
   /// Everything the executor owns on the device, released on destruction
   /// (also when the constructor throws half-way): the reservation, and the
@@ -180,6 +191,7 @@ private:
   int32_t logitsBuffer_ = -1;
   bool graphs_ = true;
   std::map<int64_t, void *> decodeGraphs_;  // batch size -> captured decode forward
+  std::vector<bool> omittedSteps_;          // by plan step (omitSteps); empty: none
   int32_t scratchPage_ = 0;  // the KV page past the cache that padding sequences write
   int64_t launchedRows_ = -1;  // rows of the launchSample() not yet collected
   std::chrono::steady_clock::time_point launchedAt_;

@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -228,8 +229,10 @@ public:
               std::span<const plan::Scalar> scalars, const runtime::BatchShape &batch) override {
     if (failLaunches)
       throw std::runtime_error("injected launch failure");
+    launched.push_back(plan.kernels()->Get(uint32_t(kernel))->kernel_template()->str());
     cpu_->launch(plan, kernel, buffers, scalars, batch);
   }
+  std::vector<std::string> launched;  // every launch()'s kernel template, in order
   std::atomic<bool> failLaunches{false};
   void gemm(const runtime::GemmArgs &args) override {
     gemms.push_back(args);
@@ -370,6 +373,46 @@ TEST_P(Golden, DecodeGemmsAreTunedPerDecodeSize) {
               std::tie(b.input, b.weight, b.bias, b.out, b.rows, b.n, b.k, b.input_dtype, b.out_dtype))
         << "GEMM " << i;
   }
+}
+
+// For profiling, omitSteps() leaves the named kinds of step out of later
+// forwards, which then compute something else; an empty set brings them
+// back, with the first forward's logits.
+TEST_P(Golden, OmittedStepsAreLeftOutUntilRestored) {
+  CountingBackend counting;
+  runtime::Executor executor(*plan, counting, *checkpoint, caseDir.string(), smallLimits());
+  std::vector<int32_t> table{0};
+  runtime::ForwardBatch batch;
+  batch.addChunk({prompts[0].data(), 4}, 0, table, executor.pageSize());
+  std::vector<float> full, withoutSilu, restored;
+  auto run = [&](std::vector<float> &logits) {
+    counting.launched.clear();
+    counting.gemms.clear();
+    executor.forward(batch, logits);
+  };
+  run(full);
+  const std::vector<std::string> allLaunches = counting.launched;
+  const size_t allGemms = counting.gemms.size();
+  const auto silus = std::count(allLaunches.begin(), allLaunches.end(), "silu_mul");
+  ASSERT_GT(silus, 0);
+
+  executor.omitSteps({"silu_mul"});
+  run(withoutSilu);
+  EXPECT_EQ(std::count(counting.launched.begin(), counting.launched.end(), "silu_mul"), 0);
+  EXPECT_EQ(counting.launched.size(), allLaunches.size() - size_t(silus));
+  EXPECT_EQ(counting.gemms.size(), allGemms);
+  EXPECT_GT(relativeL2(withoutSilu, full), 1e-3);
+
+  executor.omitSteps({"gemm"});
+  run(withoutSilu);
+  EXPECT_TRUE(counting.gemms.empty());
+  EXPECT_EQ(counting.launched, allLaunches);
+
+  executor.omitSteps({});
+  run(restored);
+  EXPECT_EQ(counting.launched, allLaunches);
+  EXPECT_EQ(counting.gemms.size(), allGemms);
+  EXPECT_EQ(restored, full);
 }
 
 // forwardSample picks from the forward's own logits: a greedy row with top

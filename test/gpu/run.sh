@@ -25,7 +25,8 @@ for step in "${@:-check bench serve}"; do
         build/bin/llmrun bench build/gpu-engines/llama-3.1-8b-8192 --random-weights --contexts 512 4096 \
           --repeats 5 > "$out/bench.txt" 2>&1 || status=1
         grep -E '^(device limits|cold start)' "$out/bench.txt"
-        grep -A3 '^| prefill |' "$out/bench.txt"; grep -A14 '^| decode batch' "$out/bench.txt" ;;
+        grep -A3 '^| prefill |' "$out/bench.txt"; grep -A14 '^| decode batch' "$out/bench.txt"
+        grep -A14 '^| decode step (graph) without' "$out/bench.txt" ;;
       serve)
         build/bin/llmrun serve build/gpu-engines/llama-3.1-8b-4096 --random-weights --max-connections 2048 \
           --max-queued-requests 2048 > "$out/serve.log" 2>&1 &

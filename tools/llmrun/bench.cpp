@@ -332,7 +332,56 @@ int runBench(const BenchOptions &o) {
                                       formatMs(ms, 1) + " ms)");
   }
 
-  // Decode: B sequences at context C, one token each per step.
+  // Decode: B sequences at context C, one token each per step. Their
+  // contexts are prefilled, as many sequences a forward as fit; each step
+  // appends the previous step's argmax, picked on the device.
+  struct DecodeRun {
+    Sequences seqs;
+    std::vector<int32_t> next;
+    int64_t position;
+  };
+  auto startDecode = [&](int64_t batch, int64_t context, int64_t capacity) {
+    std::unique_ptr<DecodeRun> run(new DecodeRun{{pages, executor->pageSize(), {}, {}}, {}, context});
+    Sequences &seqs = run->seqs;
+    for (int64_t s = 0; s < batch; ++s)
+      seqs.add(randomTokens(engine, context, vocab), capacity);
+    runtime::ForwardBatch prefill;
+    for (int64_t s = 0; s < batch; ++s) {
+      for (int64_t at = 0; at < context;) {
+        const int64_t room = executor->maxTokensPerForward() - prefill.numTokens();
+        const int64_t chunk = std::min(context - at, room);
+        prefill.addChunk({seqs.tokens[size_t(s)].data() + at, size_t(chunk)}, int32_t(at),
+                         seqs.tables[size_t(s)], executor->pageSize());
+        at += chunk;
+        if (prefill.numTokens() == executor->maxTokensPerForward() ||
+            prefill.numSeqs() == executor->maxSeqsPerForward()) {
+          executor->forward(prefill, logits);
+          prefill = runtime::ForwardBatch{};
+        }
+      }
+    }
+    if (prefill.numSeqs() > 0)
+      executor->forward(prefill, logits);
+    run->next = randomTokens(engine, batch, vocab);
+    return run;
+  };
+  auto stepBatch = [&](const DecodeRun &run) {
+    runtime::ForwardBatch step;
+    for (size_t s = 0; s < run.next.size(); ++s)
+      step.addChunk({&run.next[s], 1}, int32_t(run.position), run.seqs.tables[s], executor->pageSize());
+    return step;
+  };
+  auto timeSteps = [&](DecodeRun &run) {  // o.repeats + 1 steps (a warm-up)
+    return runtime::cuda::medianMilliseconds(backend, o.repeats, [&] {
+      executor->forwardGreedy(stepBatch(run), run.next);
+      ++run.position;
+    });
+  };
+  auto fits = [&](int64_t batch, int64_t capacity) {
+    return capacity <= executor->maxSeqLen() && batch <= executor->maxSeqsPerForward() &&
+           batch * ceilDiv(capacity, executor->pageSize()) <= pages.numFree();
+  };
+
   std::printf("\n| decode batch | context | step ms | tokens/s | bound ms | of bound |\n"
               "| --- | --- | --- | --- | --- | --- |\n");
   for (int64_t context : o.contexts) {
@@ -343,58 +392,69 @@ int runBench(const BenchOptions &o) {
                     (long long)batch, (long long)context, (long long)executor->maxSeqLen());
         continue;
       }
-      const int64_t pagesNeeded = batch * ceilDiv(capacity, executor->pageSize());
-      if (pagesNeeded > pages.numFree() || batch > executor->maxSeqsPerForward()) {
+      if (!fits(batch, capacity)) {
         std::printf("| %lld | %lld | does not fit the KV cache | | | |\n", (long long)batch, (long long)context);
         continue;
       }
-      Sequences seqs{pages, executor->pageSize(), {}, {}};
-      for (int64_t s = 0; s < batch; ++s)
-        seqs.add(randomTokens(engine, context, vocab), capacity);
-      // Prefill the contexts, as many sequences per forward as fit.
-      runtime::ForwardBatch prefill;
-      for (int64_t s = 0; s < batch; ++s) {
-        for (int64_t at = 0; at < context;) {
-          const int64_t room = executor->maxTokensPerForward() - prefill.numTokens();
-          const int64_t chunk = std::min(context - at, room);
-          prefill.addChunk({seqs.tokens[size_t(s)].data() + at, size_t(chunk)}, int32_t(at),
-                           seqs.tables[size_t(s)], executor->pageSize());
-          at += chunk;
-          if (prefill.numTokens() == executor->maxTokensPerForward() ||
-              prefill.numSeqs() == executor->maxSeqsPerForward()) {
-            executor->forward(prefill, logits);
-            prefill = runtime::ForwardBatch{};
-          }
-        }
-      }
-      if (prefill.numSeqs() > 0)
-        executor->forward(prefill, logits);
-
-      // Greedy steps: each next token is the argmax, picked on the device.
-      int64_t position = context;
-      std::vector<int32_t> next(static_cast<size_t>(batch));
-      for (int32_t &token : next)
-        token = int32_t(engine() % uint32_t(vocab));
-      double ms = runtime::cuda::medianMilliseconds(backend, o.repeats, [&] {
-        runtime::ForwardBatch step;
-        for (int64_t s = 0; s < batch; ++s)
-          step.addChunk({&next[size_t(s)], 1}, int32_t(position), seqs.tables[size_t(s)], executor->pageSize());
-        executor->forwardGreedy(step, next);
-        ++position;
-      });
+      auto run = startDecode(batch, context, capacity);
+      const double ms = timeSteps(*run);
       const double bytes = double(weightBytes) + double(batch * context * kvBytesPerToken);
       const double boundMs = bytes / (bandwidth * 1e9) * 1e3;
       std::printf("| %lld | %lld | %.2f | %.0f | %.2f | %.0f%% |\n", (long long)batch, (long long)context, ms,
                   double(batch) / (ms * 1e-3), boundMs, 100.0 * boundMs / ms);
-      if (context == o.contexts.front() && (batch == 1 || batch == 64)) {
-        runtime::ForwardBatch step;
-        for (int64_t s = 0; s < batch; ++s)
-          step.addChunk({&next[size_t(s)], 1}, int32_t(position), seqs.tables[size_t(s)], executor->pageSize());
-        breakdowns += stepBreakdown(backend, *executor, p, step,
+      if (context == o.contexts.front() && (batch == 1 || batch == 64))
+        breakdowns += stepBreakdown(backend, *executor, p, stepBatch(*run),
                                     "decode step, batch " + std::to_string(batch) +
                                         ", one by one (graph: " + formatMs(ms, 2) + " ms)");
-      }
     }
+  }
+
+  // What each kind of step costs inside the decode graph (where Nsight
+  // Systems is not at hand): the step timed again with that kind left out
+  // (Executor::omitSteps; the outputs are then meaningless), at the first
+  // context, for batch 1 and 64 where asked. A kind's cost is how much
+  // faster the step runs without it.
+  std::vector<int64_t> omitBatches;
+  for (int64_t batch : o.batches)
+    if (batch == 1 || batch == 64)
+      omitBatches.push_back(batch);
+  std::vector<std::pair<std::string, std::set<std::string, std::less<>>>> omissions{{"nothing", {}}};
+  std::set<std::string, std::less<>> launchKinds;
+  for (size_t step = 0; step < p.ranks()->Get(0)->steps()->size(); ++step) {
+    const std::string kind(executor->stepKind(step));
+    if (kind != "gemm" && launchKinds.insert(kind).second)
+      omissions.push_back({kind, {kind}});
+  }
+  omissions.push_back({"every kernel but the GEMMs", launchKinds});
+  omissions.push_back({"the GEMMs", {"gemm"}});
+  const int64_t context = o.contexts.front();
+  const int64_t capacity = context + (o.repeats + 1) * int64_t(omissions.size()) + 1;  // with warm-ups
+  std::vector<std::unique_ptr<DecodeRun>> omitRuns;
+  std::string header = "\n| decode step (graph) without |", rule = "| --- |";
+  for (int64_t batch : omitBatches) {
+    if (!fits(batch, capacity))
+      continue;
+    omitRuns.push_back(startDecode(batch, context, capacity));
+    header += " batch " + std::to_string(batch) + ", context " + std::to_string(context) + ": ms (saved) |";
+    rule += " --- |";
+  }
+  if (!omitRuns.empty()) {
+    std::printf("%s\n%s\n", header.c_str(), rule.c_str());
+    std::vector<double> full;
+    for (const auto &[name, kinds] : omissions) {
+      executor->omitSteps(kinds);
+      std::string line = "| " + name + " |";
+      for (size_t r = 0; r < omitRuns.size(); ++r) {
+        const double ms = timeSteps(*omitRuns[r]);
+        if (kinds.empty())
+          full.push_back(ms);
+        char cell[64];
+        std::snprintf(cell, sizeof cell, " %.2f (%.2f) |", ms, full[r] - ms);
+        line += cell;
+      }
+      std::printf("%s\n", line.c_str());
+    }
+    executor->omitSteps({});
   }
 
   std::printf("%s", breakdowns.c_str());
