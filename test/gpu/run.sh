@@ -6,13 +6,19 @@
 #   check  test/gpu/check.py (transformers against llmrun, backend_test)
 #   bench  llmrun bench on the 8B shape, contexts 512 and 4096
 #   serve  llmrun serve + tools/bench_openai.py, 1,024 x 1000/1000 over HTTP
+#   ab     the builds packed in build/gpu-ab by test/gpu/pack-ab.sh (carry
+#          that instead of build/gpu-carry): llmrun bench on each in turn,
+#          $AB_ROUNDS rounds (default 2), batch sizes $AB_BATCHES (default
+#          1 8 64), contexts 512 and 4096
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 out=${OUT:-build/gpu-out}
 mkdir -p "$out" build/bin build/test
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-xz -dc build/gpu-carry/llmrun.xz > build/bin/llmrun && chmod +x build/bin/llmrun || exit 1
-cp build/gpu-carry/backend_test build/test/ && tar -C build -xJf build/gpu-carry/engines.tar.xz || exit 1
+if [ -d build/gpu-carry ]; then
+  xz -dc build/gpu-carry/llmrun.xz > build/bin/llmrun && chmod +x build/bin/llmrun || exit 1
+  cp build/gpu-carry/backend_test build/test/ && tar -C build -xJf build/gpu-carry/engines.tar.xz || exit 1
+fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 status=0
 for step in "${@:-check bench serve}"; do
@@ -36,7 +42,20 @@ for step in "${@:-check bench serve}"; do
           --output-len 1000 > "$out/serve.txt" 2>&1 || status=1
         kill "$server"; wait "$server"
         tail -12 "$out/serve.txt" ;;
-      *) echo "unknown step $s (check, bench, serve)" >&2; exit 2 ;;
+      ab)
+        for d in build/gpu-ab/*/; do
+          xz -dc "$d/llmrun.xz" > "$d/llmrun" && chmod +x "$d/llmrun" && tar -C "$d" -xJf "$d/engine.tar.xz" || exit 1
+        done
+        for round in $(seq "${AB_ROUNDS:-2}"); do
+          for d in build/gpu-ab/*/; do
+            name=$(basename "$d")
+            "$d/llmrun" bench "$d/engine" --random-weights --batch-sizes ${AB_BATCHES:-1 8 64} --contexts 512 4096 \
+              --repeats 5 > "$out/ab-$name-$round.txt" 2>&1 || status=1
+            echo "== $name ($(cat "$d/commit.txt")), round $round"
+            grep -E '^\| [0-9]+ \| (512|4096) \|' "$out/ab-$name-$round.txt"
+          done
+        done ;;
+      *) echo "unknown step $s (check, bench, serve, ab)" >&2; exit 2 ;;
     esac
   done
 done
