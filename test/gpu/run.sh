@@ -7,7 +7,8 @@
 #   bench  llmrun bench on the 8B shape, contexts 512 and 4096
 #   serve  llmrun serve + tools/bench_openai.py, 1,024 x 1000/1000 over HTTP
 #   ab     the builds packed in build/gpu-ab by test/gpu/pack-ab.sh (carry
-#          that instead of build/gpu-carry): llmrun bench on each in turn,
+#          that instead of build/gpu-carry): llmrun bench on each in turn
+#          (prefill rows and decode steps),
 #          $AB_ROUNDS rounds (default 2), batch sizes $AB_BATCHES (default
 #          1 8 64), contexts 512 and 4096
 set -uo pipefail
@@ -52,7 +53,7 @@ for step in "${@:-check bench serve}"; do
             "$d/llmrun" bench "$d/engine" --random-weights --batch-sizes ${AB_BATCHES:-1 8 64} --contexts 512 4096 \
               --repeats 5 > "$out/ab-$name-$round.txt" 2>&1 || status=1
             echo "== $name ($(cat "$d/commit.txt")), round $round"
-            grep -E '^\| [0-9]+ \| (512|4096) \|' "$out/ab-$name-$round.txt"
+            grep -E '^\| ([0-9]+ \| (512|4096) \||[0-9]+x[0-9]+ \|)' "$out/ab-$name-$round.txt"
           done
         done ;;
       *) echo "unknown step $s (check, bench, serve, ab)" >&2; exit 2 ;;
