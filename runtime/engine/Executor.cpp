@@ -354,23 +354,25 @@ void Executor::omitSteps(const std::set<std::string, std::less<>> &kinds) {
 void Executor::runSteps(const BatchShape &shape, const std::function<void(size_t step)> &afterStep) {
   std::vector<void *> args;
   for (size_t index = 0; index < rank_.steps()->size(); ++index) {
-    const plan::Step *step = rank_.steps()->Get(uint32_t(index));
-    if (!omittedSteps_.empty() && omittedSteps_[index]) {
-      // left out (omitSteps)
-    } else if (const plan::Launch *launch = step->op_as_Launch()) {
-      args.clear();
-      for (int32_t buffer : *launch->buffers())
-        args.push_back(buffers_[size_t(buffer)]);
-      std::span<const plan::Scalar> scalars;
-      if (launch->scalars())
-        scalars = {reinterpret_cast<const plan::Scalar *>(launch->scalars()->Data()),
-                   launch->scalars()->size()};  // structs are stored inline
-      backend_.launch(plan_, launch->kernel(), args, scalars, shape);
-    } else if (const plan::Gemm *gemm = step->op_as_Gemm()) {
-      backend_.gemm(gemmArgs(*gemm, shape));
-    }
+    if (omittedSteps_.empty() || !omittedSteps_[index])
+      launchStep(*rank_.steps()->Get(uint32_t(index)), shape, args);
     if (afterStep)
       afterStep(index);
+  }
+}
+
+void Executor::launchStep(const plan::Step &step, const BatchShape &shape, std::vector<void *> &args) {
+  if (const plan::Launch *launch = step.op_as_Launch()) {
+    args.clear();
+    for (int32_t buffer : *launch->buffers())
+      args.push_back(buffers_[size_t(buffer)]);
+    std::span<const plan::Scalar> scalars;
+    if (launch->scalars())
+      scalars = {reinterpret_cast<const plan::Scalar *>(launch->scalars()->Data()),
+                 launch->scalars()->size()};  // structs are stored inline
+    backend_.launch(plan_, launch->kernel(), args, scalars, shape);
+  } else if (const plan::Gemm *gemm = step.op_as_Gemm()) {
+    backend_.gemm(gemmArgs(*gemm, shape));
   }
 }
 

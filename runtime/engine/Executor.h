@@ -172,6 +172,8 @@ private:
   void requireNothingInFlight(const char *what) const;
   void uploadInputs(const ForwardBatch &inputs);
   void runSteps(const BatchShape &shape, const std::function<void(size_t step)> &afterStep = {});
+  /// One plan step's launch or GEMM; `args` is scratch for kernel arguments.
+  void launchStep(const plan::Step &step, const BatchShape &shape, std::vector<void *> &args);
 
   const plan::Plan &plan_;
   const plan::RankProgram &rank_;
