@@ -275,21 +275,6 @@ struct Partials {
   float acc[ROWS][HEAD_DIM];
 };
 
-// VEC fp32 values loaded as one access (VEC = 1, 2 or 4).
-template <int VEC>
-struct alignas(VEC * sizeof(float)) FloatVector {
-  float v[VEC];
-};
-
-// Floats the cluster merge reads at once from a row of Partials: the widest
-// of 4, 2, 1 that divides HEAD_DIM and keeps every row's accumulator (after
-// the 2 * ROWS floats of m and l) aligned to it.
-constexpr int combine_width(int rows, int head_dim) {
-  for (int w = 4; w > 1; w /= 2)
-    if (head_dim % w == 0 && 2 * rows % w == 0) return w;
-  return 1;
-}
-
 // ---- SIMT walk (any dtype and head dim) --------------------------------------------
 
 // Largest power of two <= 32 that divides `chunks` (lanes sharing one key).
@@ -1377,9 +1362,13 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   // row and loads every rank's m, l and accumulator slice before using any,
   // so the remote loads overlap: one round trip, not one a rank.
   pad::cluster_sync();
-  constexpr int VEC = pad::combine_width(ROWS, HEAD_DIM);
+  // The widest float vector that divides HEAD_DIM and keeps every row's
+  // accumulator (after the 2 * ROWS floats of m and l) aligned to it.
+  constexpr int VEC = vec_width<float, HEAD_DIM>() < vec_width<float, 2 * ROWS>()
+                          ? vec_width<float, HEAD_DIM>()
+                          : vec_width<float, 2 * ROWS>();
   constexpr int SLICES = HEAD_DIM / VEC;
-  using Slice = pad::FloatVector<VEC>;
+  using Slice = Vec<float, VEC>;
   const int heads = min(HEADS, NUM_KV_HEADS - static_cast<int>(blockIdx.y) * HEADS);
   const int total = heads * rows * SLICES;
   const int per = (total + static_cast<int>(csize) - 1) / static_cast<int>(csize);
