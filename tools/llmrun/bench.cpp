@@ -157,15 +157,11 @@ std::string stepBreakdown(runtime::CudaBackend &backend, runtime::Executor &exec
       times.push_back(intervals[size_t(f) * steps + i]);
     std::sort(times.begin(), times.end());
     const double ms = times[times.size() / 2];
-    std::string label;
-    const plan::Step &s = *rank.steps()->Get(uint32_t(i));
-    if (const plan::Launch *launch = s.op_as_Launch()) {
-      label = p.kernels()->Get(uint32_t(launch->kernel()))->kernel_template()->str();
-    } else {
-      const plan::Gemm &gemm = *s.op_as_Gemm();
-      const bool gemv = backend.chosenKernel(executor.gemmArgs(gemm, {step.numTokens(), step.numSeqs()})) ==
+    std::string label(executor.stepKind(i));
+    if (const plan::Gemm *gemm = rank.steps()->Get(uint32_t(i))->op_as_Gemm()) {
+      const bool gemv = backend.chosenKernel(executor.gemmArgs(*gemm, {step.numTokens(), step.numSeqs()})) ==
                         runtime::CudaBackend::GemmKernel::gemv;
-      label = "GEMM " + std::to_string(gemm.n()) + " x " + std::to_string(gemm.k()) +
+      label = "GEMM " + std::to_string(gemm->n()) + " x " + std::to_string(gemm->k()) +
               (gemv ? " (GEMV)" : " (cuBLASLt)");
     }
     if (!byLabel.count(label))
@@ -377,6 +373,8 @@ int runBench(const BenchOptions &o) {
       ++run.position;
     });
   };
+  // The batch sizes whose step the tables below take apart.
+  auto profiled = [](int64_t batch) { return batch == 1 || batch == 64; };
   auto fits = [&](int64_t batch, int64_t capacity) {
     return capacity <= executor->maxSeqLen() && batch <= executor->maxSeqsPerForward() &&
            batch * ceilDiv(capacity, executor->pageSize()) <= pages.numFree();
@@ -402,7 +400,7 @@ int runBench(const BenchOptions &o) {
       const double boundMs = bytes / (bandwidth * 1e9) * 1e3;
       std::printf("| %lld | %lld | %.2f | %.0f | %.2f | %.0f%% |\n", (long long)batch, (long long)context, ms,
                   double(batch) / (ms * 1e-3), boundMs, 100.0 * boundMs / ms);
-      if (context == o.contexts.front() && (batch == 1 || batch == 64))
+      if (context == o.contexts.front() && profiled(batch))
         breakdowns += stepBreakdown(backend, *executor, p, stepBatch(*run),
                                     "decode step, batch " + std::to_string(batch) +
                                         ", one by one (graph: " + formatMs(ms, 2) + " ms)");
@@ -414,10 +412,6 @@ int runBench(const BenchOptions &o) {
   // (Executor::omitSteps; the outputs are then meaningless), at the first
   // context, for batch 1 and 64 where asked. A kind's cost is how much
   // faster the step runs without it.
-  std::vector<int64_t> omitBatches;
-  for (int64_t batch : o.batches)
-    if (batch == 1 || batch == 64)
-      omitBatches.push_back(batch);
   std::vector<std::pair<std::string, std::set<std::string, std::less<>>>> omissions{{"nothing", {}}};
   std::set<std::string, std::less<>> launchKinds;
   for (size_t step = 0; step < p.ranks()->Get(0)->steps()->size(); ++step) {
@@ -431,8 +425,8 @@ int runBench(const BenchOptions &o) {
   const int64_t capacity = context + (o.repeats + 1) * int64_t(omissions.size()) + 1;  // with warm-ups
   std::vector<std::unique_ptr<DecodeRun>> omitRuns;
   std::string header = "\n| decode step (graph) without |", rule = "| --- |";
-  for (int64_t batch : omitBatches) {
-    if (!fits(batch, capacity))
+  for (int64_t batch : o.batches) {
+    if (!profiled(batch) || !fits(batch, capacity))
       continue;
     omitRuns.push_back(startDecode(batch, context, capacity));
     header += " batch " + std::to_string(batch) + ", context " + std::to_string(context) + ": ms (saved) |";
