@@ -73,7 +73,7 @@ template <int HIDDEN, typename T>
 __global__ void __launch_bounds__(AddRmsNormCfg<HIDDEN>::kBlock)
     add_rms_norm(const T* a, const T* b, const T* weight, T* sum_out, T* norm_out, float eps,
                  int num_rows) {
-  begin_after_previous_kernels();
+  begin_after_previous_kernels(NextKernel::kAtOnce);
   constexpr int BLOCK = AddRmsNormCfg<HIDDEN>::kBlock;
   constexpr int W = vec_width<T, HIDDEN>();
   const int row = blockIdx.x;

@@ -17,12 +17,22 @@ namespace llmc_kernels {
 // before them on the stream, so a kernel's blocks may start while that kernel
 // is still finishing. Every kernel calls this before it reads or writes any
 // memory that earlier kernels use: it waits until they have completed and
-// their writes are visible, then lets the next kernel start early in turn.
+// their writes are visible, and lets the next kernel start early in turn.
 // Without such a launch (or before sm_90) it does nothing.
-__device__ __forceinline__ void begin_after_previous_kernels() {
+//
+// kAfterWait lets the next kernel start once this one has passed its wait,
+// so at most one kernel waits ahead of the running one. kAtOnce lets it start
+// right away: the small kernels between two GEMVs use it, so the next GEMV's
+// blocks take their place beside the running GEMV and load their first
+// weights (which depend on nothing) during its tail. The next kernel's own
+// wait still orders its reads after this kernel's writes.
+enum class NextKernel { kAfterWait, kAtOnce };
+
+__device__ __forceinline__ void begin_after_previous_kernels(NextKernel next = NextKernel::kAfterWait) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (next == NextKernel::kAtOnce) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  if (next == NextKernel::kAfterWait) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 

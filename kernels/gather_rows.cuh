@@ -26,7 +26,7 @@ namespace llmc_kernels {
 template <int HIDDEN, typename T>
 __global__ void __launch_bounds__(GatherRowsCfg<HIDDEN>::kBlock)
     gather_rows(const T* x, const int* rows, T* out, int num_rows) {
-  begin_after_previous_kernels();
+  begin_after_previous_kernels(NextKernel::kAtOnce);
   constexpr int BLOCK = GatherRowsCfg<HIDDEN>::kBlock;
   const int i = blockIdx.x;
   if (i >= num_rows) return;

@@ -66,7 +66,7 @@ __device__ __forceinline__ void rms_norm_row(const T* x, const T* weight, T* out
 template <int HIDDEN, typename T>
 __global__ void __launch_bounds__(RmsNormCfg<HIDDEN>::kBlock)
     rms_norm(const T* x, const T* weight, T* out, float eps, int num_rows) {
-  begin_after_previous_kernels();
+  begin_after_previous_kernels(NextKernel::kAtOnce);
   constexpr int BLOCK = RmsNormCfg<HIDDEN>::kBlock;
   constexpr int W = vec_width<T, HIDDEN>();
   const int row = blockIdx.x;

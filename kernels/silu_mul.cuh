@@ -48,7 +48,7 @@ __device__ __forceinline__ void silu_mul_cols(const T* gate, const T* up, T* out
 template <int INTERMEDIATE, typename T>
 __global__ void __launch_bounds__(kSiluMulBlockThreads)
     silu_mul(const T* gate_up, T* out, int num_tokens) {
-  begin_after_previous_kernels();
+  begin_after_previous_kernels(NextKernel::kAtOnce);
   constexpr int W = vec_width<T, INTERMEDIATE>();
   const int t = blockIdx.x;
   if (t >= num_tokens) return;

@@ -167,9 +167,10 @@ TEST(GemvShape, TakesDecodeGemmsOnly) {
   EXPECT_FALSE(CudaBackend::gemvTakes(args(1, 4096, DType::bf16, DType::bf16, 8)));  // alignment
   EXPECT_FALSE(CudaBackend::gemvTakes(args(1, 4096, DType::f32, DType::f32, 0)));    // fp32 inputs
   EXPECT_FALSE(CudaBackend::gemvTakes(args(1, 4096, DType::bf16, DType::f16, 0)));   // mixed 16-bit
-  EXPECT_EQ(gemv::gridBlocks(4096, 132), 256);    // a tile each
+  EXPECT_EQ(gemv::gridBlocks(1024, 132), 64);     // a tile each
   EXPECT_EQ(gemv::gridBlocks(1003, 132), 63);     // the last tile partial
-  EXPECT_EQ(gemv::gridBlocks(128256, 132), 264);  // what stays resident
+  EXPECT_EQ(gemv::gridBlocks(4096, 132), 132);    // one a multiprocessor
+  EXPECT_EQ(gemv::gridBlocks(128256, 132), 132);
 }
 
 // The start-up GEMM choices persist as text keyed by what they were measured

@@ -14,12 +14,17 @@ constexpr int kUnroll = 4;          // 32-k blocks a warp loads together
 constexpr int kHalfInputs = 1;   // f16 inputs, weights and bias (else bf16)
 constexpr int kFloatOutput = 2;  // fp32 output (else the input type)
 
-constexpr int kBlocksPerMultiprocessor = 2;  // resident at once (64 registers a thread)
+// Registers are capped so that two blocks fit on a multiprocessor (64 a
+// thread), but the grid takes one per multiprocessor: the other place is left
+// to the next GEMV, whose blocks start during this one's tail and stream their
+// first weights while it finishes (common.cuh's NextKernel::kAtOnce).
+constexpr int kBlocksPerMultiprocessor = 2;
+constexpr int kGridBlocksPerMultiprocessor = 1;
 
-// One block per tile of 16 weight rows, at most as many as stay resident.
+// One block per tile of 16 weight rows, at most one per multiprocessor.
 constexpr long long gridBlocks(long long n, int multiprocessors) {
   const long long tiles = (n + kRowsPerBlock - 1) / kRowsPerBlock;
-  const long long resident = (long long)kBlocksPerMultiprocessor * multiprocessors;
+  const long long resident = (long long)kGridBlocksPerMultiprocessor * multiprocessors;
   return tiles < resident ? tiles : resident;
 }
 

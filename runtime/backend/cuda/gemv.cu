@@ -19,8 +19,8 @@
 // kUnroll consecutive 32-k blocks (256 contiguous bytes of each of the 16
 // rows) at w * kUnroll, then every kWarps * kUnroll blocks on. They add
 // their partial sums in shared memory in a fixed order, so results are
-// deterministic. The grid is at most what stays resident, so blocks do not
-// start and stop per tile. The first weights are loaded before waiting for
+// deterministic. The grid is at most one block per multiprocessor, so blocks
+// do not start and stop per tile, and the next GEMV's blocks fit beside them. The first weights are loaded before waiting for
 // the previous kernel (they never depend on it), so the stream starts while
 // that kernel finishes.
 
