@@ -25,7 +25,7 @@ namespace llmc_kernels {
 template <int HIDDEN, typename T>
 __global__ void __launch_bounds__(EmbeddingCfg<HIDDEN>::kBlock)
     embedding(const int* token_ids, const T* table, T* out, int num_tokens) {
-  begin_after_previous_kernels(NextKernel::kAtOnce);
+  begin_after_previous_kernels();
   constexpr int BLOCK = EmbeddingCfg<HIDDEN>::kBlock;
   const int t = blockIdx.x;
   if (t >= num_tokens) return;

@@ -95,7 +95,7 @@ __global__ void __launch_bounds__(
     rope_kv_write(const T* qkv, const int* positions, const int* qo_indptr, const int* kv_indptr,
                   const int* kv_page_indices, const float* inv_freq, T* q_out, T* k_cache,
                   T* v_cache, int num_tokens, int num_seqs) {
-  begin_after_previous_kernels(NextKernel::kAtOnce);
+  begin_after_previous_kernels();
   static_assert(ROTARY_DIM > 0 && ROTARY_DIM % 2 == 0 && ROTARY_DIM <= HEAD_DIM,
                 "ROTARY_DIM must be even and in (0, HEAD_DIM]");
   static_assert(NUM_HEADS % NUM_KV_HEADS == 0, "GQA needs NUM_HEADS % NUM_KV_HEADS == 0");
