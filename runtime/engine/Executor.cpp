@@ -227,19 +227,26 @@ void Executor::bindBuffers() {
 
 // Decode forwards run at the graph sizes (padded up to one), so the backend
 // picks its GEMM kernels for those row counts first, on the real weights
-// (without graphs, other row counts take the backend's default kernel).
+// (without graphs, other row counts take the backend's default kernel). A
+// forward of the whole token budget, which is what a long prompt's chunks
+// and a busy server's mixed batches run, is tuned too: at that size the
+// heuristic's first answer is not always cuBLASLt's fastest.
 // Every pointer is fixed and only T and S vary, so a decode forward of a
 // given batch size is the same launch sequence each time: capture one per
 // size up front (nothing runs while capturing).
 void Executor::prepareDecode() {
   {
     TimeInto timer{gemmTuningSeconds_};
+    std::vector<BatchShape> shapes;
+    for (int64_t size : decodeGraphSizes(maxSeqs_))
+      shapes.push_back({size, size});
+    shapes.push_back({maxTokens_, maxSeqs_});
     std::vector<GemmArgs> gemms;
-    for (int64_t size : decodeGraphSizes(maxSeqs_)) {
+    for (const BatchShape &shape : shapes) {
       gemms.clear();
       for (const plan::Step *step : *rank_.steps())
         if (const plan::Gemm *gemm = step->op_as_Gemm())
-          gemms.push_back(gemmArgs(*gemm, {size, size}));
+          gemms.push_back(gemmArgs(*gemm, shape));
       backend_.tuneGemms(gemms);
     }
   }

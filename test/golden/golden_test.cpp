@@ -346,14 +346,20 @@ TEST_P(Golden, LaunchedSamplesArriveAtCollect) {
 
 // At start-up the executor hands the backend, for each decode size, exactly
 // the GEMMs a decode forward of that size makes, so the kernels the backend
-// picks are picked on those calls.
-TEST_P(Golden, DecodeGemmsAreTunedPerDecodeSize) {
+// picks are picked on those calls; then those of a forward of the whole
+// token budget.
+TEST_P(Golden, GemmsAreTunedPerDecodeSizeAndForTheTokenBudget) {
   CountingBackend counting;
   const runtime::ExecutorOptions options = smallLimits();
   runtime::Executor executor(*plan, counting, *checkpoint, caseDir.string(), options);
   const std::vector<int64_t> sizes = runtime::decodeGraphSizes(options.max_seqs_per_forward);
-  ASSERT_EQ(counting.tuned.size(), sizes.size());
+  ASSERT_EQ(counting.tuned.size(), sizes.size() + 1);
   ASSERT_TRUE(counting.gemms.empty());  // tuning runs nothing itself on this backend
+  ASSERT_FALSE(counting.tuned.back().empty());
+  for (const runtime::GemmArgs &g : counting.tuned.back())  // rows are tokens, or sequences for the logits
+    EXPECT_TRUE(g.rows == options.max_tokens_per_forward || g.rows == options.max_seqs_per_forward) << g.rows;
+  EXPECT_TRUE(std::any_of(counting.tuned.back().begin(), counting.tuned.back().end(),
+                          [&](const runtime::GemmArgs &g) { return g.rows == options.max_tokens_per_forward; }));
 
   // A decode forward of two sequences (one token each).
   std::vector<int32_t> tables[2] = {{0}, {1}};
