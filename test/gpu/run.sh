@@ -11,6 +11,7 @@
 #          (prefill rows and decode steps),
 #          $AB_ROUNDS rounds (default 2), batch sizes $AB_BATCHES (default
 #          1 8 64), contexts 512 and 4096
+#   profile  Nsight Compute on the GEMV and cuBLAS (test/gpu/gemv_profile.cu)
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 out=${OUT:-build/gpu-out}
@@ -56,7 +57,18 @@ for step in "${@:-check bench serve}"; do
             grep -E '^\| ([0-9]+ \| (512|4096) \||[0-9]+x[0-9]+ \|)' "$out/ab-$name-$round.txt"
           done
         done ;;
-      *) echo "unknown step $s (check, bench, serve, ab)" >&2; exit 2 ;;
+      profile)
+        work=build/gpu-profile && mkdir -p "$work"
+        cat kernels/common.cuh runtime/backend/cuda/GemvShape.h runtime/backend/cuda/gemv.cu \
+          | grep -v '^#pragma once' > "$work/gemv_source.cuh"
+        /usr/local/cuda/bin/nvcc -O2 -arch=sm_90a -I"$work" test/gpu/gemv_profile.cu -lcublas -o "$work/gemv_profile" \
+          || exit 1
+        /usr/local/cuda/bin/ncu --kernel-name regex:'^[^f]' --launch-count 16 --section SpeedOfLight \
+          --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section Occupancy \
+          "$work/gemv_profile" > "$out/profile.txt" 2>&1 || status=1
+        grep -E '^  [a-zA-Z_].*\(|Duration|DRAM Throughput|L2 Cache Throughput|Eligible Warps' "$out/profile.txt" \
+          | cut -c1-100 ;;
+      *) echo "unknown step $s (check, bench, serve, ab, profile)" >&2; exit 2 ;;
     esac
   done
 done
