@@ -63,6 +63,7 @@ for step in "${@:-check bench serve}"; do
           | grep -v '^#pragma once' > "$work/gemv_source.cuh"
         /usr/local/cuda/bin/nvcc -O2 -arch=sm_90a -I"$work" test/gpu/gemv_profile.cu -lcublas -o "$work/gemv_profile" \
           || exit 1
+        # Every kernel but gemv_profile.cu's `fill`: its GEMVs and cuBLAS's kernels.
         /usr/local/cuda/bin/ncu --kernel-name regex:'^[^f]' --launch-count 16 --section SpeedOfLight \
           --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section Occupancy \
           "$work/gemv_profile" > "$out/profile.txt" 2>&1 || status=1
