@@ -12,6 +12,10 @@
 #          $AB_ROUNDS rounds (default 2), batch sizes $AB_BATCHES (default
 #          1 8 64), contexts 512 and 4096
 #   profile  Nsight Compute on the GEMV and cuBLAS (test/gpu/gemv_profile.cu)
+#   trace  the builds in build/gpu-ab (as ab) under test/gpu/kernel_trace.cpp:
+#          the decode graph's kernel timeline at batch 1, context 512, with
+#          each GEMM choice in $TRACE_GEMMS (default "tuned gemv"; see
+#          `llmrun bench --gemm`), read by test/gpu/trace_step.py
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 out=${OUT:-build/gpu-out}
@@ -21,6 +25,12 @@ if [ -d build/gpu-carry ]; then
   xz -dc build/gpu-carry/llmrun.xz > build/bin/llmrun && chmod +x build/bin/llmrun || exit 1
   cp build/gpu-carry/backend_test build/test/ && tar -C build -xJf build/gpu-carry/engines.tar.xz || exit 1
 fi
+unpack_ab() {
+  for d in build/gpu-ab/*/; do
+    [ -x "$d/llmrun" ] && continue
+    xz -dc "$d/llmrun.xz" > "$d/llmrun" && chmod +x "$d/llmrun" && tar -C "$d" -xJf "$d/engine.tar.xz" || exit 1
+  done
+}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 status=0
 for step in "${@:-check bench serve}"; do
@@ -45,9 +55,7 @@ for step in "${@:-check bench serve}"; do
         kill "$server"; wait "$server"
         tail -12 "$out/serve.txt" ;;
       ab)
-        for d in build/gpu-ab/*/; do
-          xz -dc "$d/llmrun.xz" > "$d/llmrun" && chmod +x "$d/llmrun" && tar -C "$d" -xJf "$d/engine.tar.xz" || exit 1
-        done
+        unpack_ab
         for round in $(seq "${AB_ROUNDS:-2}"); do
           for d in build/gpu-ab/*/; do
             name=$(basename "$d")
@@ -69,7 +77,30 @@ for step in "${@:-check bench serve}"; do
           "$work/gemv_profile" > "$out/profile.txt" 2>&1 || status=1
         grep -E '^  [a-zA-Z_].*\(|Duration|DRAM Throughput|L2 Cache Throughput|Eligible Warps' "$out/profile.txt" \
           | cut -c1-100 ;;
-      *) echo "unknown step $s (check, bench, serve, ab, profile)" >&2; exit 2 ;;
+      trace)
+        unpack_ab
+        work=build/gpu-trace && mkdir -p "$work"
+        sites=$(python3 -c 'import site; print(" ".join(site.getsitepackages()))')
+        include=$(dirname "$(find /usr/local/cuda/ $sites -name cupti.h 2>/dev/null | head -1)")
+        library=$(find "$include/.." /usr/local/cuda/ -name 'libcupti.so*' 2>/dev/null | head -1)
+        record=$(grep -rhoE 'CUpti_ActivityKernel[0-9]+' "$include" | sort -V | tail -1)
+        echo "CUPTI: $include, $library, $record"
+        g++ -O2 -std=c++17 -shared -fPIC -DKERNEL_RECORD="$record" -I"$include" -I/usr/local/cuda/include \
+          test/gpu/kernel_trace.cpp "$library" -Wl,-rpath,"$(dirname "$library")" -o "$work/kernel_trace.so" || exit 1
+        for d in build/gpu-ab/*/; do
+          for gemm in ${TRACE_GEMMS:-tuned gemv}; do
+            name=$(basename "$d")-$gemm
+            CUDA_INJECTION64_PATH=$PWD/$work/kernel_trace.so KERNEL_TRACE_FILE=$work/$name.tsv "$d/llmrun" bench \
+              "$d/engine" --random-weights --batch-sizes 1 --contexts 512 --repeats 10 --gemm "$gemm" \
+              > "$out/trace-$name.txt" 2>&1 || status=1
+            echo "== $name ($(cat "$d/commit.txt")): traced bench"
+            grep -E '^\| 1 \| 512 \|' "$out/trace-$name.txt"
+            python3 test/gpu/trace_step.py "$work/$name.tsv" "$name" | tee -a "$out/trace-$name.txt"
+            # Only the graphs' kernels come back (the files' size is limited).
+            awk -F'\t' 'NR == 1 || $4 != 0' "$work/$name.tsv" | xz -T0 > "$out/trace-$name.tsv.xz"
+          done
+        done ;;
+      *) echo "unknown step $s (check, bench, serve, ab, profile, trace)" >&2; exit 2 ;;
     esac
   done
 done

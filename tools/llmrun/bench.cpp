@@ -194,6 +194,9 @@ int runBench(const BenchOptions &o) {
   runtime::CudaBackend backend;
   const double backendMs = millisecondsSince(start);
   backend.setDependentLaunches(o.dependent_launch);
+  if (o.gemm != "tuned")
+    backend.setGemmOverride(o.gemm == "gemv" ? runtime::CudaBackend::GemmKernel::gemv
+                                             : runtime::CudaBackend::GemmKernel::cublasLt);
   const TemporaryDirectory cache{(std::filesystem::temp_directory_path() /
                                  ("llmc-bench-jit-" + std::to_string(getpid()))).string()};
   const std::string &cacheDir = cache.path;
@@ -259,7 +262,8 @@ int runBench(const BenchOptions &o) {
               bandwidth, gemmRate);
   std::printf("KV cache: %lld pages of %lld tokens (%.1f GB)\n", (long long)options.kv_pages,
               (long long)kv.page_size(), double(options.kv_pages * kv.page_size() * kvBytesPerToken) / 1e9);
-  std::printf("kernels launched as programmatic dependents: %s\n", o.dependent_launch ? "yes" : "no");
+  std::printf("kernels launched as programmatic dependents: %s; GEMM kernels: %s\n",
+              o.dependent_launch ? "yes" : "no", o.gemm.c_str());
   std::printf("\ncold start: plan load %.1f ms, CUDA context %.0f ms, JIT empty cache %.0f ms, JIT "
               "warm cache %.0f ms, weight load (%s, warm JIT included) %.0f ms, GEMM kernel choice "
               "(nothing cached) %.0f ms, graph capture (%zu decode sizes) %.0f ms, first 16-token prompt "

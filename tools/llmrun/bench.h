@@ -16,6 +16,7 @@ struct BenchOptions {
   double memory_fraction = 0.9;  // of free GPU memory for weights, workspace and KV
   int64_t kv_cache_tokens = 0;   // > 0: the KV cache's size instead of what memory_fraction leaves
   bool dependent_launch = true;  // kernels start while the previous one finishes (sm_90)
+  std::string gemm = "tuned";    // the GEMMs' kernel: tuned, gemv (where it takes them) or cublaslt
 };
 
 /// Prints the benchmark tables; throws on failure.

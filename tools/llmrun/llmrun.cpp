@@ -309,6 +309,11 @@ int main(int argc, char **argv) {
                            "cache keeps Nsight Compute's kernel replays short)");
   benchCommand->add_flag("!--no-dependent-launch", bench.dependent_launch,
                          "Launch each kernel only after the previous one has finished (for comparison)");
+  benchCommand->add_option("--gemm", bench.gemm,
+                           "GEMM kernels: tuned (start-up's choice), gemv (wherever it takes the GEMM) or "
+                           "cublaslt, for comparison")
+      ->check(CLI::IsMember({"tuned", "gemv", "cublaslt"}))
+      ->capture_default_str();
 
   BenchServeOptions benchServe;
   bool benchServeRandom = false, benchServeNoCache = false;

@@ -340,14 +340,16 @@ bool CudaBackend::gemvTakes(const GemmArgs &g) {
   return inputs && output && gemv::takes(g.rows, g.n, g.k, aligned);
 }
 
-// What gemm(g) runs: the tuned choice where the GEMV takes these very
-// operands, else cuBLASLt (its tuned answer, or its first for an untuned shape).
+// What gemm(g) runs: the tuned choice (or the override) where the GEMV takes
+// these very operands, else cuBLASLt (its tuned answer, or its first for an
+// untuned shape).
 std::pair<CudaBackend::GemmKernel, int> CudaBackend::choiceFor(const GemmArgs &g) const {
   auto choice = gemmChoices_.find(shapeOf(g));
-  if (choice == gemmChoices_.end())
-    return {GemmKernel::cublasLt, 0};
-  const bool gemv = choice->second.kernel == GemmKernel::gemv && gemvTakes(g);
-  return {gemv ? GemmKernel::gemv : GemmKernel::cublasLt, choice->second.algo};
+  const int algo = choice == gemmChoices_.end() ? 0 : choice->second.algo;
+  GemmKernel kernel = choice == gemmChoices_.end() ? GemmKernel::cublasLt : choice->second.kernel;
+  if (gemmOverride_)
+    kernel = *gemmOverride_;
+  return {kernel == GemmKernel::gemv && gemvTakes(g) ? GemmKernel::gemv : GemmKernel::cublasLt, algo};
 }
 
 CudaBackend::GemmKernel CudaBackend::chosenKernel(const GemmArgs &g) const { return choiceFor(g).first; }

@@ -11,6 +11,7 @@
 #include <cublasLt.h>
 
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -70,6 +71,9 @@ public:
   /// each kernel wait for the previous one's end, for comparison. Takes
   /// effect on later launches, not on graphs captured before.
   void setDependentLaunches(bool on) { dependentLaunches_ = on && sm90_; }
+  /// Makes gemm(args) run `kernel` (the GEMV only where it takes the GEMM)
+  /// instead of the tuned choice, for comparison; nullopt: the tuned choice.
+  void setGemmOverride(std::optional<GemmKernel> kernel) { gemmOverride_ = kernel; }
   /// The kernel gemm(args) runs.
   GemmKernel chosenKernel(const GemmArgs &args) const;
   void sample(float *logits, int64_t rows, int64_t cols, const sample::RowSampling *params,
@@ -117,6 +121,7 @@ private:
   size_t blasWorkspaceBytes_ = 32u << 20;
   std::map<GemmShape, GemmPlan> gemmPlans_;
   std::map<GemmShape, GemmChoice> gemmChoices_;
+  std::optional<GemmKernel> gemmOverride_;
   // Choices persist in the cache directory, keyed by what they depend on, so
   // a later start on the same machine times nothing it timed before.
   std::string gemmChoicesKey_, gemmChoicesPath_;
