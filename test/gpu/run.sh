@@ -13,9 +13,10 @@
 #          1 8 64), contexts 512 and 4096
 #   profile  Nsight Compute on the GEMV and cuBLAS (test/gpu/gemv_profile.cu)
 #   trace  the builds in build/gpu-ab (as ab) under test/gpu/kernel_trace.cpp:
-#          the decode graph's kernel timeline at batch 1, context 512, with
-#          each GEMM choice in $TRACE_GEMMS (default "tuned gemv"; see
-#          `llmrun bench --gemm`), read by test/gpu/trace_step.py
+#          the decode graph's kernel timeline at batch $TRACE_BATCH (default
+#          1), context 512, with each GEMM choice in $TRACE_GEMMS (default
+#          "tuned gemv"; see `llmrun bench --gemm`), read by
+#          test/gpu/trace_step.py
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 out=${OUT:-build/gpu-out}
@@ -89,12 +90,12 @@ for step in "${@:-check bench serve}"; do
           test/gpu/kernel_trace.cpp "$library" -Wl,-rpath,"$(dirname "$library")" -o "$work/kernel_trace.so" || exit 1
         for d in build/gpu-ab/*/; do
           for gemm in ${TRACE_GEMMS:-tuned gemv}; do
-            name=$(basename "$d")-$gemm
+            name=$(basename "$d")-$gemm-b${TRACE_BATCH:-1}
             CUDA_INJECTION64_PATH=$PWD/$work/kernel_trace.so KERNEL_TRACE_FILE=$work/$name.tsv "$d/llmrun" bench \
-              "$d/engine" --random-weights --batch-sizes 1 --contexts 512 --repeats 10 --gemm "$gemm" \
+              "$d/engine" --random-weights --batch-sizes "${TRACE_BATCH:-1}" --contexts 512 --repeats 10 --gemm "$gemm" \
               > "$out/trace-$name.txt" 2>&1 || status=1
             echo "== $name ($(cat "$d/commit.txt")): traced bench"
-            grep -E '^\| 1 \| 512 \|' "$out/trace-$name.txt"
+            grep -E "^\\| ${TRACE_BATCH:-1} \\| 512 \\|" "$out/trace-$name.txt"
             python3 test/gpu/trace_step.py "$work/$name.tsv" "$name" | tee -a "$out/trace-$name.txt"
             # Only the graphs' kernels come back (the files' size is limited).
             awk -F'\t' 'NR == 1 || $4 != 0' "$work/$name.tsv" | xz -T0 > "$out/trace-$name.tsv.xz"
