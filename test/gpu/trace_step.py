@@ -21,9 +21,9 @@ def short(name):
     return name if len(name) <= 28 else name[:25] + "..."
 
 
-def main():
-    path = sys.argv[1]
-    title = sys.argv[2] if len(sys.argv) > 2 else path
+def read_steps(path):
+    """The graph launches with the most kernels, in order, but the first:
+    each a list of (start ns, end ns, short name, geometry)."""
     launches = collections.defaultdict(list)
     with open(path) as f:
         next(f)
@@ -34,31 +34,39 @@ def main():
     if not launches:
         sys.exit(f"{path}: no graph-launched kernels")
     most = max(len(k) for k in launches.values())
-    full = sorted((k for k in launches.values() if len(k) == most), key=lambda k: min(s for s, *_ in k))
-    steps = full[1:] or full
-    print(f"\n{title}: {len(steps)} steps of {most} kernels")
+    full = sorted((sorted(k) for k in launches.values() if len(k) == most), key=lambda k: k[0][0])
+    return full[1:] or full
 
-    spans, busy = [], []
-    per_kind = collections.defaultdict(lambda: ([], []))  # kind -> (durations, lengthening) per step
+
+def kinds_of_step(kernels):
+    """kind -> [launches, ns on the GPU, ns it lengthens the step] for one
+    step whose kernels are sorted by start."""
+    sums = collections.defaultdict(lambda: [0, 0, 0])
+    last_end, previous = kernels[0][0], "start"
+    for start, end, name, _geometry in kernels:
+        kind = sums[f"{name} <- {previous}"]
+        kind[0] += 1
+        kind[1] += end - start
+        kind[2] += max(0, end - max(last_end, start))
+        last_end, previous = max(last_end, end), name
+    return sums
+
+
+def main():
+    path = sys.argv[1]
+    title = sys.argv[2] if len(sys.argv) > 2 else path
+    steps = read_steps(path)
+    print(f"\n{title}: {len(steps)} steps of {len(steps[0])} kernels")
+
+    spans = [(max(e for _, e, *_ in k) - k[0][0]) / 1e6 for k in steps]
+    busy = [sum(e - s for s, e, *_ in k) / 1e6 for k in steps]
+    per_kind = collections.defaultdict(lambda: ([], []))  # kind -> (us each, ms lengthened) per step
     for kernels in steps:
-        kernels.sort()
-        origin = kernels[0][0]
-        spans.append((max(e for _, e, *_ in kernels) - origin) / 1e3)
-        busy.append(sum(e - s for s, e, *_ in kernels) / 1e3)
-        step_sums = collections.defaultdict(lambda: [0, 0, 0])
-        last_end, previous = origin, "start"
-        for start, end, name, _geometry in kernels:
-            kind = f"{name} <- {previous}"
-            sums = step_sums[kind]
-            sums[0] += 1
-            sums[1] += end - start
-            sums[2] += max(0, end - max(last_end, start))
-            last_end, previous = max(last_end, end), name
-        for kind, (count, duration, lengthening) in step_sums.items():
+        for kind, (count, duration, lengthening) in kinds_of_step(kernels).items():
             per_kind[kind][0].append(duration / count / 1e3)
             per_kind[kind][1].append((count, lengthening / 1e6))
-    print(f"step {statistics.median(spans) / 1e3:.3f} ms from its first kernel's start to its last's end; "
-          f"kernels' own times add up to {statistics.median(busy) / 1e3:.3f} ms")
+    print(f"step {statistics.median(spans):.3f} ms from its first kernel's start to its last's end; "
+          f"kernels' own times add up to {statistics.median(busy):.3f} ms")
     print("\n| kernel <- kernel before it | a step | us each | lengthens the step, ms |\n| --- | --- | --- | --- |")
     rows = []
     for kind, (durations, counts) in per_kind.items():
