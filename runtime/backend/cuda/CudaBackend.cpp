@@ -344,9 +344,10 @@ bool CudaBackend::gemvTakes(const GemmArgs &g) {
 // these very operands, else cuBLASLt (its tuned answer, or its first for an
 // untuned shape).
 std::pair<CudaBackend::GemmKernel, int> CudaBackend::choiceFor(const GemmArgs &g) const {
-  auto choice = gemmChoices_.find(shapeOf(g));
-  const int algo = choice == gemmChoices_.end() ? 0 : choice->second.algo;
-  GemmKernel kernel = choice == gemmChoices_.end() ? GemmKernel::cublasLt : choice->second.kernel;
+  GemmKernel kernel = GemmKernel::cublasLt;
+  int algo = 0;
+  if (auto choice = gemmChoices_.find(shapeOf(g)); choice != gemmChoices_.end())
+    kernel = choice->second.kernel, algo = choice->second.algo;
   if (gemmOverride_)
     kernel = *gemmOverride_;
   return {kernel == GemmKernel::gemv && gemvTakes(g) ? GemmKernel::gemv : GemmKernel::cublasLt, algo};
