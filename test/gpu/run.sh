@@ -17,6 +17,15 @@
 #          1), context 512, with each GEMM choice in $TRACE_GEMMS (default
 #          "tuned gemv"; see `llmrun bench --gemm`), read by
 #          test/gpu/trace_step.py
+#   kernel  Nsight Compute on one kernel inside llmrun bench, for each build
+#          in build/gpu-ab (as ab): the last two launches of the kernels
+#          named by the regex $NCU_KERNEL (default paged_attention) in
+#          `llmrun bench --batch-sizes $NCU_BATCH (default 64) --contexts
+#          512`; decode kernels run last there (the decode tables), the
+#          GEMV's last launches are its alone-GEMM table
+#   kvread  test/gpu/kv_read_probe.cu: the read bandwidth of decode
+#          attention's access pattern (8 KB pages, a walk a warp) against
+#          sequential reads
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 out=${OUT:-build/gpu-out}
@@ -101,7 +110,31 @@ for step in "${@:-check bench serve}"; do
             awk -F'\t' 'NR == 1 || $4 != 0' "$work/$name.tsv" | xz -T0 > "$out/trace-$name.tsv.xz"
           done
         done ;;
-      *) echo "unknown step $s (check, bench, serve, ab, profile, trace)" >&2; exit 2 ;;
+      kernel)
+        unpack_ab
+        ncu=/usr/local/cuda/bin/ncu
+        for d in build/gpu-ab/*/; do
+          name=$(basename "$d")-b${NCU_BATCH:-64}
+          bench=("$d/llmrun" bench "$d/engine" --random-weights --batch-sizes "${NCU_BATCH:-64}" --contexts 512
+                 --repeats 3 --kv-cache-tokens 40000)
+          filter=(--kernel-name "regex:${NCU_KERNEL:-paged_attention}")
+          # One cheap pass counts the launches, the second profiles the last two.
+          launches=$("$ncu" "${filter[@]}" --metrics launch__grid_size --csv "${bench[@]}" 2>/dev/null \
+                     | grep -c '"launch__grid_size"')
+          [ "$launches" -ge 2 ] || { echo "no launch of ${NCU_KERNEL:-paged_attention}" >&2; status=1; continue; }
+          "$ncu" "${filter[@]}" --launch-skip $((launches - 2)) --launch-count 2 --section SpeedOfLight \
+            --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats \
+            --section SchedulerStats --section Occupancy --section LaunchStats --section SourceCounters \
+            --metrics smsp__inst_executed.sum "${bench[@]}" > "$out/kernel-$name.txt" 2>&1 || status=1
+          echo "== $name ($(cat "$d/commit.txt")): launches $((launches - 1)) and $launches of $launches"
+          grep -E '^    (Grid Size|Cluster Size|Registers Per|Duration|DRAM Throughput|Issue Slots Busy|Eligible Warps|Warp Cycles Per Issued|Achieved Occupancy|smsp__inst)' \
+            "$out/kernel-$name.txt" | tr -s ' '
+        done ;;
+      kvread)
+        /usr/local/cuda/bin/nvcc -O2 -std=c++17 -arch=sm_90a test/gpu/kv_read_probe.cu -o build/kv_read_probe \
+          || exit 1
+        build/kv_read_probe | tee "$out/kvread.txt" ;;
+      *) echo "unknown step $s (check, bench, serve, ab, profile, trace, kernel, kvread)" >&2; exit 2 ;;
     esac
   done
 done
