@@ -10,7 +10,7 @@
 #include <cuda_fp16.h>
 #include <cublas_v2.h>
 #include "gemv_source.cuh"
-#define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { printf("%s: %s\n", #x, cudaGetErrorString(e)); exit(1); } } while (0)
+#include "cuda_check.h"
 #define CB(x) do { cublasStatus_t e = (x); if (e != CUBLAS_STATUS_SUCCESS) { printf("%s: %d\n", #x, int(e)); exit(1); } } while (0)
 __global__ void fill(__nv_bfloat16 *p, size_t n, unsigned seed) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {

@@ -10,14 +10,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
-#define CK(x)                                                                   \
-  do {                                                                          \
-    cudaError_t e = (x);                                                        \
-    if (e != cudaSuccess) {                                                     \
-      std::printf("%s: %s\n", #x, cudaGetErrorString(e));                      \
-      std::exit(1);                                                             \
-    }                                                                           \
-  } while (0)
+
+#include "cuda_check.h"
 
 constexpr int kPageBytes = 8192;
 constexpr int kPages = 16384;  // 134 MB

@@ -115,8 +115,10 @@ for step in "${@:-check bench serve}"; do
         ncu=/usr/local/cuda/bin/ncu
         for d in build/gpu-ab/*/; do
           name=$(basename "$d")-b${NCU_BATCH:-64}
+          # A small KV cache keeps the replays short; it still holds the batch.
+          kv_tokens=$(( ${NCU_BATCH:-64} * 600 > 40000 ? ${NCU_BATCH:-64} * 600 : 40000 ))
           bench=("$d/llmrun" bench "$d/engine" --random-weights --batch-sizes "${NCU_BATCH:-64}" --contexts 512
-                 --repeats 3 --kv-cache-tokens 40000)
+                 --repeats 3 --kv-cache-tokens "$kv_tokens")
           filter=(--kernel-name "regex:${NCU_KERNEL:-paged_attention}")
           # One cheap pass counts the launches, the second profiles the last two.
           launches=$("$ncu" "${filter[@]}" --metrics launch__grid_size --csv "${bench[@]}" 2>/dev/null \
