@@ -50,6 +50,10 @@ public:
   /// Queues a copy into host memory from allocateHost() behind the launched
   /// steps and returns; the bytes are there once synchronize() returns.
   virtual void downloadAsync(void *host, const void *device, size_t bytes) = 0;
+  /// Queues a copy from host memory from allocateHost() ahead of the steps
+  /// launched after it and returns; the host bytes must stay as they are
+  /// until synchronize() returns.
+  virtual void uploadAsync(void *device, const void *host, size_t bytes) = 0;
   /// Whether launches return before their work is done (a device with its
   /// own queue), so that host work can run beside it.
   virtual bool asynchronous() const = 0;

@@ -148,7 +148,6 @@ void Executor::reserve() {
     const std::string_view rows = input.rows;
     elements += size_t(rows == "pages" ? pageCapacity_ : rows == "tokens" ? maxTokens_ : maxSeqs_ + 1);
   }
-  staging_.resize(elements);
   const size_t inputs = carve(elements * sizeof(int32_t));
   const size_t rowParams = carve(size_t(maxSeqs_) * sizeof(sample::RowSampling));
   const size_t rowSamples = carve(size_t(maxSeqs_) * sizeof(sample::RowSample));
@@ -183,6 +182,9 @@ void Executor::reserve() {
   workspace_ = base + workspace;
   memory_.hostSamples =
       static_cast<sample::RowSample *>(backend_.allocateHost(size_t(maxSeqs_) * sizeof(sample::RowSample)));
+  memory_.hostInputs = static_cast<int32_t *>(backend_.allocateHost(elements * sizeof(int32_t)));
+  memory_.hostRows =
+      static_cast<sample::RowSampling *>(backend_.allocateHost(size_t(maxSeqs_) * sizeof(sample::RowSampling)));
 }
 
 void Executor::bindBuffers() {
@@ -294,10 +296,13 @@ Executor::DeviceMemory::~DeviceMemory() {
     } catch (const std::exception &) {
     }
   }
-  try {
-    if (hostSamples)
-      backend.releaseHost(hostSamples);
-  } catch (const std::exception &) {
+  for (void *pointer : {static_cast<void *>(hostSamples), static_cast<void *>(hostInputs),
+                        static_cast<void *>(hostRows)}) {
+    try {
+      if (pointer)
+        backend.releaseHost(pointer);
+    } catch (const std::exception &) {
+    }
   }
 }
 
@@ -447,11 +452,9 @@ void Executor::launchSample(const ForwardBatch &batch, std::span<const sample::R
     adjustmentCapacity_ = capacity;
   }
   auto *deviceAdjustments = static_cast<sample::LogitAdjustment *>(memory_.adjustments);
-  // Uploads wait for the stream: these go before the forward is launched.
-  backend_.upload(rowParams_, rows.data(), rows.size_bytes());
   if (!adjustments.empty())
     backend_.upload(deviceAdjustments, adjustments.data(), adjustments.size_bytes());
-  const BatchShape shape = run(batch);
+  const BatchShape shape = run(batch, rows);
   backend_.sample(static_cast<float *>(buffers_[size_t(logitsBuffer_)]), shape.num_seqs, vocabSize(),
                   rowParams_, deviceAdjustments, rowSamples_);
   backend_.downloadAsync(memory_.hostSamples, rowSamples_, size_t(shape.num_seqs) * sizeof(sample::RowSample));
@@ -477,7 +480,7 @@ void Executor::forwardGreedy(const ForwardBatch &batch, std::vector<int32_t> &to
                  [](const sample::RowSample &r) { return r.token; });
 }
 
-BatchShape Executor::run(const ForwardBatch &batch) {
+BatchShape Executor::run(const ForwardBatch &batch, std::span<const sample::RowSampling> rows) {
   validate(batch);
   const BatchShape shape{batch.numTokens(), batch.numSeqs()};
   // A decode batch runs in the smallest captured graph that holds it, padded
@@ -491,7 +494,7 @@ BatchShape Executor::run(const ForwardBatch &batch) {
     padded.padSequences(graph->first, scratchPage_, pageSize());
     inputs = &padded;
   }
-  uploadInputs(*inputs);
+  uploadInputs(*inputs, rows);
   if (graph != decodeGraphs_.end())
     backend_.replay(graph->second);
   else
@@ -499,21 +502,28 @@ BatchShape Executor::run(const ForwardBatch &batch) {
   return shape;
 }
 
-void Executor::uploadInputs(const ForwardBatch &inputs) {
+void Executor::uploadInputs(const ForwardBatch &inputs, std::span<const sample::RowSampling> rows) {
+  // Idle already after a forward that was collected; not after one whose
+  // launch failed or launchStepsRepeatedly().
+  backend_.synchronize();
   size_t used = 0;
   for (size_t i = 0; i < std::size(kAbiFields); ++i) {
     const std::vector<int32_t> &host = inputs.*kAbiFields[i];
-    std::copy(host.begin(), host.end(), staging_.begin() + long(inputOffsets_[i]));
+    std::copy(host.begin(), host.end(), memory_.hostInputs + inputOffsets_[i]);
     used = inputOffsets_[i] + host.size();
   }
-  backend_.upload(inputBlock_, staging_.data(), used * sizeof(int32_t));
+  backend_.uploadAsync(inputBlock_, memory_.hostInputs, used * sizeof(int32_t));
+  if (!rows.empty()) {
+    std::copy(rows.begin(), rows.end(), memory_.hostRows);
+    backend_.uploadAsync(rowParams_, memory_.hostRows, rows.size_bytes());
+  }
 }
 
 void Executor::launchStepsRepeatedly(const ForwardBatch &batch, int repeats,
                                      const std::function<void(size_t step)> &afterStep) {
   requireNothingInFlight("launchStepsRepeatedly()");
   validate(batch);
-  uploadInputs(batch);
+  uploadInputs(batch, {});
   for (int r = 0; r < repeats; ++r)
     runSteps({batch.numTokens(), batch.numSeqs()}, afterStep);
 }

@@ -163,14 +163,21 @@ private:
     void *reservation = nullptr;
     void *adjustments = nullptr;
     sample::RowSample *hostSamples = nullptr;  // host memory: where results land
+    // Host memory the uploads copy from: the ABI arrays at inputOffsets_,
+    // and forwardSample()'s rows.
+    int32_t *hostInputs = nullptr;
+    sample::RowSampling *hostRows = nullptr;
     ~DeviceMemory();
   };
 
   void validate(const ForwardBatch &batch) const;
-  /// Validates, uploads and launches a forward; its logits stay on the device.
-  BatchShape run(const ForwardBatch &batch);
+  /// Validates, uploads and launches a forward (with its sampling rows, if
+  /// any); its logits stay on the device.
+  BatchShape run(const ForwardBatch &batch, std::span<const sample::RowSampling> rows = {});
   void requireNothingInFlight(const char *what) const;
-  void uploadInputs(const ForwardBatch &inputs);
+  /// Queues the copies of a forward's inputs, once the last forward's have
+  /// run: the host side of an asynchronous copy must not change before then.
+  void uploadInputs(const ForwardBatch &inputs, std::span<const sample::RowSampling> rows);
   void runSteps(const BatchShape &shape, const std::function<void(size_t step)> &afterStep = {});
   /// One plan step's launch or GEMM; `args` is scratch for kernel arguments.
   void launchStep(const plan::Step &step, const BatchShape &shape, std::vector<void *> &args);
@@ -189,7 +196,6 @@ private:
   sample::RowSample *rowSamples_ = nullptr;   // ... and their results
   size_t adjustmentCapacity_ = 0;   // entries of memory_.adjustments
   std::vector<size_t> inputOffsets_;   // in elements, in kAbiArrays order
-  std::vector<int32_t> staging_;       // the same layout on the host
   int32_t logitsBuffer_ = -1;
   bool graphs_ = true;
   std::map<int64_t, void *> decodeGraphs_;  // batch size -> captured decode forward

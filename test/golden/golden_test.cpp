@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -224,6 +225,14 @@ public:
   void downloadAsync(void *host, const void *device, size_t bytes) override {
     pendingCopies.push_back({host, device, bytes});
   }
+  // An asynchronous upload runs before the launches after it, so it lands at
+  // once here; what a device would make of host bytes changed before
+  // synchronize() is caught there.
+  void uploadAsync(void *device, const void *host, size_t bytes) override {
+    cpu_->upload(device, host, bytes);
+    const auto *first = static_cast<const std::byte *>(host);
+    pendingUploads.push_back({host, std::vector<std::byte>(first, first + bytes)});
+  }
   void loadKernels(const plan::Plan &plan) override { cpu_->loadKernels(plan); }
   void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
               std::span<const plan::Scalar> scalars, const runtime::BatchShape &batch) override {
@@ -250,6 +259,10 @@ public:
     for (const PendingCopy &copy : pendingCopies)
       cpu_->download(copy.host, copy.device, copy.bytes);
     pendingCopies.clear();
+    for (const PendingUpload &upload : pendingUploads)
+      if (std::memcmp(upload.host, upload.bytes.data(), upload.bytes.size()) != 0)
+        throw std::logic_error("the host bytes of an asynchronous upload changed before synchronize()");
+    pendingUploads.clear();
   }
   struct PendingCopy {
     void *host;
@@ -257,6 +270,11 @@ public:
     size_t bytes;
   };
   std::vector<PendingCopy> pendingCopies;
+  struct PendingUpload {
+    const void *host;
+    std::vector<std::byte> bytes;  // as they were when the upload was queued
+  };
+  std::vector<PendingUpload> pendingUploads;
 
 private:
   std::unique_ptr<runtime::Backend> cpu_ = runtime::createBackend("cpu");

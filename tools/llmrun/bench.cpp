@@ -425,6 +425,11 @@ int runBench(const BenchOptions &o) {
   }
   omissions.push_back({"every kernel but the GEMMs", launchKinds});
   omissions.push_back({"the GEMMs", {"gemm"}});
+  // What a step costs besides its kernels: the input copies, the graph
+  // launch, sampling and the copy back.
+  std::set<std::string, std::less<>> everyKind = launchKinds;
+  everyKind.insert("gemm");
+  omissions.push_back({"every step of the forward", everyKind});
   const int64_t context = o.contexts.front();
   const int64_t capacity = context + (o.repeats + 1) * int64_t(omissions.size()) + 1;  // with warm-ups
   std::vector<std::unique_ptr<DecodeRun>> omitRuns;

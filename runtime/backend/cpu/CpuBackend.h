@@ -19,6 +19,7 @@ public:
   void releaseHost(void *pointer) override { release(pointer); }
   /// Launches run to completion before they return: the copy is made at once.
   void downloadAsync(void *host, const void *device, size_t bytes) override { download(host, device, bytes); }
+  void uploadAsync(void *device, const void *host, size_t bytes) override { upload(device, host, bytes); }
   bool asynchronous() const override { return false; }
   void upload(void *device, const void *host, size_t bytes) override;
   void download(void *host, const void *device, size_t bytes) override;

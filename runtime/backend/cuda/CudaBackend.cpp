@@ -134,10 +134,14 @@ void *CudaBackend::allocateHost(size_t bytes) {
 
 void CudaBackend::releaseHost(void *pointer) { driver_.check(driver_.cuMemFreeHost(pointer), "cuMemFreeHost"); }
 
-// Into page-locked memory the copy is truly asynchronous: it runs on the
-// stream after the launched work, and the host goes on.
+// To and from page-locked memory a copy is truly asynchronous: it runs on
+// the stream in order with the launched work, and the host goes on.
 void CudaBackend::downloadAsync(void *host, const void *device, size_t bytes) {
   driver_.check(driver_.cuMemcpyDtoHAsync(host, devicePointer(device), bytes, stream_), "cuMemcpyDtoHAsync");
+}
+
+void CudaBackend::uploadAsync(void *device, const void *host, size_t bytes) {
+  driver_.check(driver_.cuMemcpyHtoDAsync(devicePointer(device), host, bytes, stream_), "cuMemcpyHtoDAsync");
 }
 
 void CudaBackend::loadKernels(const plan::Plan &plan) {

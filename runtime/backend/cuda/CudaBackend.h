@@ -33,6 +33,7 @@ public:
   void *allocateHost(size_t bytes) override;
   void releaseHost(void *pointer) override;
   void downloadAsync(void *host, const void *device, size_t bytes) override;
+  void uploadAsync(void *device, const void *host, size_t bytes) override;
   bool asynchronous() const override { return true; }
   void loadKernels(const plan::Plan &plan) override;
   void launch(const plan::Plan &plan, int32_t kernel, std::span<void *const> buffers,
