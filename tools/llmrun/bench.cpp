@@ -528,8 +528,9 @@ int runBench(const BenchOptions &o) {
   runtime::DeviceBuffer rowSamples(backend, size_t(rows) * sizeof(sample::RowSample));
   backend.upload(spreadLogits.get(), spread.data(), spread.size() * sizeof(float));
   backend.upload(narrowLogits.get(), narrow.data(), narrow.size() * sizeof(float));
-  std::printf("\n| sampling %lld rows of %lld logits | ms (sd 3) | ms (sd 0.01) |\n| --- | --- | --- |\n",
-              (long long)rows, (long long)vocab);
+  std::printf("\n| sampling rows of %lld logits | 1 row, ms (sd 3) | %lld rows, ms (sd 3) | %lld rows, ms (sd 0.01) "
+              "|\n| --- | --- | --- | --- |\n",
+              (long long)vocab, (long long)rows, (long long)rows);
   struct Case {
     const char *name;
     float temperature, top_p, min_p;
@@ -544,13 +545,14 @@ int runBench(const BenchOptions &o) {
     for (int64_t r = 0; r < rows; ++r)
       params[size_t(r)] = {double(r) / double(rows), c.temperature, c.top_p, c.min_p, c.top_k, c.logprobs, 0, 0};
     backend.upload(rowParams.get(), params.data(), params.size() * sizeof(sample::RowSampling));
-    double ms[2];
-    for (int d = 0; d < 2; ++d)
-      ms[d] = runtime::cuda::medianMilliseconds(backend, o.repeats, [&] {
-        backend.sample((d == 0 ? spreadLogits : narrowLogits).get<float>(), rows, vocab,
-                       rowParams.get<sample::RowSampling>(), nullptr, rowSamples.get<sample::RowSample>());
+    auto time = [&](const runtime::DeviceBuffer &logits, int64_t n) {
+      return runtime::cuda::medianMilliseconds(backend, o.repeats, [&] {
+        backend.sample(logits.get<float>(), n, vocab, rowParams.get<sample::RowSampling>(), nullptr,
+                       rowSamples.get<sample::RowSample>());
       });
-    std::printf("| %s | %.3f | %.3f |\n", c.name, ms[0], ms[1]);
+    };
+    std::printf("| %s | %.3f | %.3f | %.3f |\n", c.name, time(spreadLogits, 1), time(spreadLogits, rows),
+                time(narrowLogits, rows));
   }
   return 0;
 }
