@@ -276,11 +276,11 @@ void Executor::captureDecodeGraphs() {
 }
 
 Executor::~Executor() {
-  if (sampling()) {  // a copy into memory_.hostSamples may still be running
-    try {
-      backend_.synchronize();
-    } catch (const std::exception &) {
-    }
+  // Copies to or from the host buffers may still be queued (after
+  // launchSample, launchStepsRepeatedly or a failed launch).
+  try {
+    backend_.synchronize();
+  } catch (const std::exception &) {
   }
   for (auto &[batch, graph] : decodeGraphs_)
     backend_.destroyGraph(graph);
@@ -337,6 +337,10 @@ void Executor::validate(const ForwardBatch &b) const {
     if (q1 <= q0 || pages < 1 || last < 1 || last > pageSize())
       reject("sequence " + std::to_string(s) + " has no tokens, no pages or a bad last-page length");
     const int64_t kvLen = int64_t(pages - 1) * pageSize() + last;
+    // Also bounds the page tables of a decode batch padded to a graph's size.
+    if (kvLen > maxSeqLen())
+      reject("sequence " + std::to_string(s) + " has a KV length of " + std::to_string(kvLen) +
+             ", beyond the max sequence length " + std::to_string(maxSeqLen()));
     for (int32_t t = q0; t < q1; ++t)
       if (b.positions[t] < 0 || b.positions[t] >= kvLen || b.positions[t] >= maxSeqLen())
         reject("position " + std::to_string(b.positions[t]) + " of sequence " + std::to_string(s) +

@@ -217,7 +217,10 @@ public:
   }
   void release(void *pointer) override { cpu_->release(pointer); }
   void upload(void *device, const void *host, size_t bytes) override { cpu_->upload(device, host, bytes); }
-  void download(void *host, const void *device, size_t bytes) override { cpu_->download(host, device, bytes); }
+  void download(void *host, const void *device, size_t bytes) override {
+    synchronize();  // a device's download waits for everything queued before it
+    cpu_->download(host, device, bytes);
+  }
   void *allocateHost(size_t bytes) override { return cpu_->allocateHost(bytes); }
   void releaseHost(void *pointer) override { cpu_->releaseHost(pointer); }
   // As on a device, an asynchronous copy lands only at synchronize(): a
@@ -498,6 +501,23 @@ TEST_P(Golden, SamplingRowsFollowTheForwardsLogits) {
   EXPECT_THROW(executor->forwardSample(batch, {&duplicated, 1}, twice, results), runtime::BatchError);
   for (int32_t page : table)
     pages->release(page);
+}
+
+// A sequence whose pages describe a KV length beyond the engine's maximum is
+// a BatchError, even where the batch's page count fits: padded to a decode
+// graph's size, such a batch would hold more pages than the input block.
+TEST_P(Golden, KvLengthBeyondTheMaximumIsRejected) {
+  const int32_t page = *pages->allocate();
+  runtime::ForwardBatch batch;
+  const int32_t token = prompts[0][0];
+  batch.addChunk({&token, 1}, 0, {&page, 1}, executor->pageSize());
+  std::vector<int32_t> tokens;
+  executor->forwardGreedy(batch, tokens);  // valid as built
+  const int64_t pagesPastTheMaximum = ceilDiv(executor->maxSeqLen(), int64_t(executor->pageSize())) + 1;
+  batch.kv_page_indices.assign(size_t(pagesPastTheMaximum), page);
+  batch.kv_indptr[1] = int32_t(pagesPastTheMaximum);
+  EXPECT_THROW(executor->forwardGreedy(batch, tokens), runtime::BatchError);
+  pages->release(page);
 }
 
 TEST_P(Golden, RaggedAndChunkedLogitsEqualSingleRuns) {
