@@ -425,8 +425,8 @@ int runBench(const BenchOptions &o) {
   }
   omissions.push_back({"every kernel but the GEMMs", launchKinds});
   omissions.push_back({"the GEMMs", {"gemm"}});
-  // What a step costs besides its kernels: the input copies, the graph
-  // launch, sampling and the copy back.
+  // What a step costs besides its kernels: building and checking the batch,
+  // the input copies, the graph launch, sampling and the copy back.
   std::set<std::string, std::less<>> everyKind = launchKinds;
   everyKind.insert("gemm");
   omissions.push_back({"every step of the forward", everyKind});
