@@ -37,6 +37,60 @@ __device__ __forceinline__ void begin_after_previous_kernels(NextKernel next = N
 #endif
 }
 
+// ---- thread-block clusters (sm_90) ----------------------------------------------
+
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+#define LLMC_CLUSTERS 1
+#else
+#define LLMC_CLUSTERS 0
+#endif
+
+// Blocks in this block's cluster (1 when launched without clusters) and this
+// block's rank in it.
+__device__ __forceinline__ unsigned cluster_size() {
+#if LLMC_CLUSTERS
+  unsigned n;
+  asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(n));
+  return n;
+#else
+  return 1;
+#endif
+}
+
+__device__ __forceinline__ unsigned cluster_rank() {
+#if LLMC_CLUSTERS
+  unsigned r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+#else
+  return 0;
+#endif
+}
+
+// All threads of all blocks of the cluster; release/acquire orders shared
+// memory (local and distributed) around it. Only called with clusters > 1.
+__device__ __forceinline__ void cluster_sync() {
+#if LLMC_CLUSTERS
+  asm volatile(
+      "barrier.cluster.arrive.release.aligned;\n\t"
+      "barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+
+// Generic address of the variable at p (in this block's shared memory) in the
+// shared memory of block `rank` of the cluster.
+template <typename P>
+__device__ __forceinline__ const P* map_rank(const P* p, unsigned rank) {
+#if LLMC_CLUSTERS
+  unsigned long long r;
+  asm volatile("mapa.u64 %0, %1, %2;" : "=l"(r) : "l"(p), "r"(rank));
+  return reinterpret_cast<const P*>(r);
+#else
+  (void)rank;
+  return p;
+#endif
+}
+
 // ---- dtype conversion (all arithmetic is fp32) ------------------------------
 
 __device__ __forceinline__ float to_float(float x) { return x; }

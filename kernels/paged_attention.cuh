@@ -169,11 +169,6 @@ struct SwizzledStage {
 
 #ifdef __CUDACC__
 
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
-#define LLMC_PAGED_ATTENTION_CLUSTERS 1
-#else
-#define LLMC_PAGED_ATTENTION_CLUSTERS 0
-#endif
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 #define LLMC_PAGED_ATTENTION_MMA 1
 #else
@@ -191,54 +186,6 @@ namespace llmc_kernels {
 namespace paged_attention_detail {
 
 constexpr float kLog2e = 1.4426950408889634f;
-
-// ---- clusters ------------------------------------------------------------------
-
-// Blocks in this block's cluster (1 when launched without clusters) and this
-// block's rank in it.
-__device__ __forceinline__ unsigned cluster_size() {
-#if LLMC_PAGED_ATTENTION_CLUSTERS
-  unsigned n;
-  asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(n));
-  return n;
-#else
-  return 1;
-#endif
-}
-
-__device__ __forceinline__ unsigned cluster_rank() {
-#if LLMC_PAGED_ATTENTION_CLUSTERS
-  unsigned r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-  return r;
-#else
-  return 0;
-#endif
-}
-
-// All threads of all blocks of the cluster; release/acquire orders shared
-// memory (local and distributed) around it. Only called with clusters > 1.
-__device__ __forceinline__ void cluster_sync() {
-#if LLMC_PAGED_ATTENTION_CLUSTERS
-  asm volatile(
-      "barrier.cluster.arrive.release.aligned;\n\t"
-      "barrier.cluster.wait.acquire.aligned;" ::: "memory");
-#endif
-}
-
-// Generic address of the variable at p (in this block's shared memory) in the
-// shared memory of block `rank` of the cluster.
-template <typename P>
-__device__ __forceinline__ const P* map_rank(const P* p, unsigned rank) {
-#if LLMC_PAGED_ATTENTION_CLUSTERS
-  unsigned long long r;
-  asm volatile("mapa.u64 %0, %1, %2;" : "=l"(r) : "l"(p), "r"(rank));
-  return reinterpret_cast<const P*>(r);
-#else
-  (void)rank;
-  return p;
-#endif
-}
 
 // ---- the work item ---------------------------------------------------------------
 
@@ -1178,8 +1125,8 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   static_assert(HEADS * WARP_BYTES <= 227 * 1024,
                 "paged_attention: the partials of a GQA group this large exceed shared memory");
 
-  const unsigned csize = pad::cluster_size();
-  const unsigned rank = pad::cluster_rank();
+  const unsigned csize = cluster_size();
+  const unsigned rank = cluster_rank();
   // Items in reverse: a prefill's last tiles have the most keys, and the
   // blocks dispatched first should be the longest, not the tail.
   const int item = gridDim.x / csize - 1 - blockIdx.x / csize;
@@ -1361,7 +1308,7 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
   // distributed shared memory). A thread takes VEC consecutive dims of one
   // row and loads every rank's m, l and accumulator slice before using any,
   // so the remote loads overlap: one round trip, not one a rank.
-  pad::cluster_sync();
+  cluster_sync();
   // The widest float vector that divides HEAD_DIM and keeps every row's
   // accumulator (after the 2 * ROWS floats of m and l) aligned to it.
   constexpr int VEC = vec_width<float, HEAD_DIM>() < vec_width<float, 2 * ROWS>()
@@ -1384,9 +1331,9 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
 #pragma unroll
     for (int b = 0; b < kPagedAttentionMaxCluster; ++b) {
       if (b < static_cast<int>(csize)) {
-        mb[b] = *pad::map_rank(&part.m[r], b);
-        lb[b] = *pad::map_rank(&part.l[r], b);
-        ab[b] = *pad::map_rank(reinterpret_cast<const Slice*>(&part.acc[r][d]), b);
+        mb[b] = *map_rank(&part.m[r], b);
+        lb[b] = *map_rank(&part.l[r], b);
+        ab[b] = *map_rank(reinterpret_cast<const Slice*>(&part.acc[r][d]), b);
       }
     }
     float mx = neg_inf();
@@ -1410,7 +1357,7 @@ __global__ void __launch_bounds__(paged_attention_block_threads(NUM_KV_HEADS))
       out[t * Q_STRIDE + head * HEAD_DIM + d + e] = from_float<T>(den > 0.f ? o[e] / den : 0.f);
   }
   // No block may exit (releasing its shared memory) while others read it.
-  pad::cluster_sync();
+  cluster_sync();
 }
 
 }  // namespace llmc_kernels

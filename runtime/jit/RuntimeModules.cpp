@@ -34,8 +34,10 @@ std::string concatenate(std::initializer_list<std::string_view> files) {
 
 std::vector<ModuleSource> runtimeModules() {
   std::vector<ModuleSource> modules(kNumRuntimeModules);
-  modules[kSampleRowsModule] = {"llmc_sample_rows", concatenate({"RowSampling.h", "sample_rows.cu"}),
-                                "sample_rows", {"-std=c++17"}};
+  modules[kSampleRowsModule] = {"llmc_sample_rows",
+                                "#include <cuda_fp16.h>\n#include <cuda_bf16.h>\n" +
+                                    concatenate({"common.cuh", "SampleShape.h", "RowSampling.h", "sample_rows.cu"}),
+                                "sample_rows", {"-std=c++17", "-default-device"}};  // SampleShape.h is plain C++
   modules[kGemvModule] = {"llmc_gemv",
                           "#include <cuda_fp16.h>\n#include <cuda_bf16.h>\n" +
                               concatenate({"common.cuh", "GemvShape.h", "gemv.cu"}),

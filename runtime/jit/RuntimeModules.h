@@ -12,8 +12,8 @@ namespace llmc::jit {
 /// Positions in runtimeModules().
 enum RuntimeModule : size_t { kSampleRowsModule = 0, kGemvModule = 1, kNumRuntimeModules = 2 };
 
-/// runtime/backend/cuda/sample_rows.cu after runtime/sample/RowSampling.h
-/// (entry `sample_rows`), then runtime/backend/cuda/gemv.cu after
+/// runtime/backend/cuda/sample_rows.cu after kernels/common.cuh, SampleShape.h
+/// and runtime/sample/RowSampling.h (entry `sample_rows`), then runtime/backend/cuda/gemv.cu after
 /// kernels/common.cuh and GemvShape.h (entry `gemv_rows`).
 std::vector<ModuleSource> runtimeModules();
 

@@ -125,6 +125,30 @@ TEST_F(BackendSample, EveryFilterMatchesTheHostSampler) {
   expectSameAsHost(rows, params, 3);
 }
 
+// A single row (the CUDA backend splits it over a cluster of blocks) and a
+// full batch of 256 rows (one block a row there), with mixed filters.
+TEST_F(BackendSample, OneRowAndAFullBatchMatchTheHostSampler) {
+  std::mt19937_64 gen(9);
+  SamplingParams one;
+  one.temperature = 0.8f;
+  one.top_p = 0.9f;
+  one.logprobs = 5;
+  expectSameAsHost({randomRow(128256, gen, 3.0f)}, {one}, 4);
+
+  std::vector<std::vector<float>> rows;
+  std::vector<SamplingParams> params;
+  for (int r = 0; r < 256; ++r) {
+    rows.push_back(randomRow(4096, gen, r % 3 == 0 ? 0.01f : 2.0f));
+    SamplingParams p;
+    p.temperature = r % 4 == 0 ? 0.0f : 0.5f + float(r % 7) / 5;
+    p.top_k = r % 5 == 0 ? 40 : 0;
+    p.top_p = r % 2 == 0 ? 0.8f : 1.0f;
+    p.logprobs = r % 6;
+    params.push_back(p);
+  }
+  expectSameAsHost(rows, params, 2);
+}
+
 // Penalties over the prompt and the output so far, and banned tokens, are
 // applied by the backend from the adjustments prepare() lists.
 TEST_F(BackendSample, PenaltiesAndBansMatchTheHostSampler) {

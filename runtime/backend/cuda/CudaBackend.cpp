@@ -1,6 +1,7 @@
 #include "runtime/backend/cuda/CudaBackend.h"
 #include "runtime/backend/cuda/GemvShape.h"
 #include "runtime/backend/cuda/Probes.h"
+#include "runtime/backend/cuda/SampleShape.h"
 
 #include "kernels/geometry.h"
 
@@ -164,6 +165,9 @@ void CudaBackend::loadKernels(const plan::Plan &plan) {
     return function;
   };
   sampleRows_ = loadFunction(binaries[planModules + jit::kSampleRowsModule]);
+  driver_.check(driver_.cuFuncSetAttribute(sampleRows_, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                           sample_rows::sharedBytes(llmc_kernels::kPortableClusterBlocks)),
+                "cuFuncSetAttribute");
   gemvRows_ = loadFunction(binaries[planModules + jit::kGemvModule]);
   binaries.resize(planModules);
   for (size_t i = 0; i < binaries.size(); ++i) {
@@ -497,9 +501,25 @@ void CudaBackend::sample(float *logits, int64_t rows, int64_t cols, const sample
     throw std::logic_error("sample_rows needs loadKernels() and 1 to 2^30 columns");
   long long columns = cols;
   void *arguments[] = {&logits, &columns, &params, &adjustments, &out};
-  driver_.check(driver_.cuLaunchKernel(sampleRows_, unsigned(rows), 1, 1, 1024, 1, 1, 0, stream_, arguments,
-                                       nullptr),
-                "sample_rows");
+  // Few rows: a cluster of up to 8 blocks a row (the portable size), so that
+  // a row is not one multiprocessor's work alone; a full batch takes one
+  // block a row.
+  const int rowBlocks =
+      sm90_ ? llmc_kernels::cluster_blocks(rows, llmc_kernels::kPortableClusterBlocks, multiprocessors_) : 1;
+  CUlaunchAttribute cluster{};
+  cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+  cluster.value.clusterDim.x = unsigned(rowBlocks);
+  cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
+  CUlaunchConfig config{};
+  config.gridDimX = unsigned(rows * rowBlocks);
+  config.gridDimY = config.gridDimZ = 1;
+  config.blockDimX = sample_rows::kThreads;
+  config.blockDimY = config.blockDimZ = 1;
+  config.sharedMemBytes = unsigned(sample_rows::sharedBytes(rowBlocks));
+  config.hStream = stream_;
+  config.attrs = &cluster;
+  config.numAttrs = rowBlocks > 1 ? 1 : 0;
+  driver_.check(driver_.cuLaunchKernelEx(&config, sampleRows_, arguments, nullptr), "sample_rows");
 }
 
 std::optional<size_t> CudaBackend::freeMemory() {

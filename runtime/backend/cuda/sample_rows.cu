@@ -1,6 +1,14 @@
-// sample_rows: the steps of runtime/sample/Sampler.h on the device, one block
-// of 1024 threads per row of logits. Compiled by NVRTC after
+// sample_rows: the steps of runtime/sample/Sampler.h on the device. Compiled
+// by NVRTC after kernels/common.cuh, SampleShape.h and
 // runtime/sample/RowSampling.h (the structs it reads and writes).
+//
+// A row is served by one block or, when there are few rows, by a cluster of
+// up to kMaxRowBlocks blocks (sm_90) that split its tokens: each block walks
+// its own slice, and the blocks combine what they found (maxima, sums,
+// histograms) through distributed shared memory in rank order, so every
+// block holds the same row-wide results and takes the same steps; block 0
+// writes the row's result. One block on one multiprocessor would take a
+// whole step's time for a single row.
 //
 // Each step is one or more passes over the row (it stays in L2 between
 // passes); sums are in double, as on the host. The weights that choose a
@@ -11,19 +19,23 @@
 // token are found by the host's radix descent (selectInOrder in Sampler.cpp):
 // per level a histogram of the weight of each bucket of rank bits (shared
 // memory, atomics), then a block-wide scan finds the bucket where the
-// cumulative weight gets to the target. The atomics add in no fixed order, so
-// a sum may differ from the host's in its last bits: a token differs only if
-// a target falls within that rounding of a token boundary.
+// cumulative weight gets to the target. Only the first level reads the whole
+// row: the tokens of its chosen bucket are then copied to a list in shared
+// memory, which the later levels read instead (a bucket too full for the list,
+// as in a row of near-equal logits, leaves them reading the row). The atomics
+// add in no fixed order, so a sum may differ from the host's in its last bits:
+// a token differs only if a target falls within that rounding of a token
+// boundary.
 
 using llmc::sample::LogitAdjustment;
 using llmc::sample::RowSample;
 using llmc::sample::RowSampling;
+using namespace llmc::sample_rows;
 
 namespace {
 
-constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxBuckets = 1 << 12;  // the first level's 12 bits
+constexpr int kMaxBuckets = kFirstLevelBuckets;
 
 __device__ __forceinline__ float plus_inf() { return __int_as_float(0x7f800000); }
 
@@ -38,11 +50,30 @@ __device__ __forceinline__ unsigned long long key_of(unsigned rank, int token) {
   return (unsigned long long)rank << 32 | unsigned(token);
 }
 
+// The blocks that serve one row: a cluster, or one block.
+struct RowBlocks {
+  unsigned size, rank;
+  __device__ void sync() const {
+    if (size > 1) {
+      llmc_kernels::cluster_sync();
+    } else {
+      __syncthreads();
+    }
+  }
+  // Block r's copy of the shared variable at p.
+  template <class T>
+  __device__ const T *at(const T *p, unsigned r) const {
+    return size > 1 ? llmc_kernels::map_rank(p, r) : p;
+  }
+};
+
 // The row after step 1: NaN is -inf, and when the row holds +inf only the
-// +inf tokens stay (as 0), everything else is -inf.
+// +inf tokens stay (as 0), everything else is -inf. for_each walks this
+// block's slice [lo, hi) of the row; operator() reads any token.
 struct MaskedRow {
   const float *logits;
   int cols;
+  int lo, hi;
   bool plus_inf_row;
   __device__ float mask(float v) const {
     if (v != v) return -plus_inf();
@@ -51,24 +82,25 @@ struct MaskedRow {
   }
   __device__ float operator()(int i) const { return mask(logits[i]); }
 
-  // Calls f(i, x) for every token i of the row, x its masked logit, with
-  // several loads in flight per thread (a pass is bound by the latency of
-  // L2 otherwise). Every thread makes the same number of calls (so f may
-  // hold warp-collective code): past the row's end with i = -1.
+  // Calls f(i, x) for every token i of the block's slice, x its masked
+  // logit, with several loads in flight per thread (a pass is bound by the
+  // latency of L2 otherwise). Every thread of the block makes the same
+  // number of calls (so f may hold warp-collective code): past the slice's
+  // end with i = -1.
   template <class F>
   __device__ void for_each(F f) const {
     constexpr int kLoads = 8;
-    for (int base = 0; base < cols; base += kThreads * kLoads) {
+    for (int base = lo; base < hi; base += kThreads * kLoads) {
       float v[kLoads];
 #pragma unroll
       for (int k = 0; k < kLoads; ++k) {
         const int i = base + k * kThreads + int(threadIdx.x);
-        v[k] = i < cols ? logits[i] : 0.0f;
+        v[k] = i < hi ? logits[i] : 0.0f;
       }
 #pragma unroll
       for (int k = 0; k < kLoads; ++k) {
         const int i = base + k * kThreads + int(threadIdx.x);
-        f(i < cols ? i : -1, mask(v[k]));
+        f(i < hi ? i : -1, mask(v[k]));
       }
     }
   }
@@ -89,6 +121,21 @@ __device__ T block_all_reduce(T value, Op op) {
   return value;
 }
 
+// Every thread of the row's blocks gets op over all of their values; the
+// blocks' values are combined in rank order, so all get the same result.
+template <class T, class Op>
+__device__ T row_all_reduce(T value, Op op, const RowBlocks &blocks) {
+  value = block_all_reduce(value, op);
+  if (blocks.size == 1) return value;
+  __shared__ T block_value;
+  if (threadIdx.x == 0) block_value = value;
+  blocks.sync();
+  value = *blocks.at(&block_value, 0);
+  for (unsigned r = 1; r < blocks.size; ++r) value = op(value, *blocks.at(&block_value, r));
+  blocks.sync();  // block_value is written again by the next call
+  return value;
+}
+
 // The sum of every thread's values before this thread's (in thread order).
 __device__ double block_exclusive_sum(double value) {
   __shared__ double warp_totals[kWarps];
@@ -106,13 +153,75 @@ __device__ double block_exclusive_sum(double value) {
   return before;
 }
 
+// A token of the list that later levels of a descent read: its id and
+// masked logit.
+struct Listed {
+  int id;
+  float x;
+};
+
+// Levels after the first have at most this many buckets, so the rest of the
+// row's first-level histogram holds the list.
+constexpr int kLaterBuckets = 1 << 8;
+constexpr int kListCapacity = int((kMaxBuckets - kLaterBuckets) * sizeof(double) / sizeof(Listed));
+
+// A level's histograms in dynamic shared memory (sharedBytes()): this block's
+// own (which the row's other blocks read) and the row's, their sum in rank
+// order (the block's own when it serves the row alone). After the first
+// level the row's holds kLaterBuckets buckets, then this block's list.
+// (Indexed from the array itself, not through pointers, so that the
+// compiler knows them for shared memory.)
+extern __shared__ double histograms[];
+struct Histograms {
+  int row_offset;  // 0 (alone) or kMaxBuckets
+  __device__ double &own(int b) const { return histograms[b]; }
+  __device__ double &row(int b) const { return histograms[row_offset + b]; }
+  __device__ Listed *list() const { return reinterpret_cast<Listed *>(histograms + row_offset + kLaterBuckets); }
+};
+
 struct Descent {
-  double mass[kMaxBuckets];
-  int count[16];  // the last level's buckets: tokens of positive weight
+  int count[16];  // the last level's buckets, this block's tokens: tokens of positive weight
   int first[16];  // ... and the lowest of their ids
-  int found, last, token;
+  int found, last, token, listed;
+  int lowest;  // the lowest id among the row's tokens of the chosen last-level bucket
   double before;
 };
+
+// The tokens of a descent's list as MaskedRow::for_each walks the row: f(i,
+// x) the same number of times in every thread, i = -1 past the end.
+struct ListedTokens {
+  const Listed *list;
+  int n;
+  template <class F>
+  __device__ void for_each(F f) const {
+    for (int base = 0; base < n; base += kThreads) {
+      const int j = base + int(threadIdx.x);
+      const Listed e = j < n ? list[j] : Listed{-1, 0.0f};
+      f(e.id, e.x);
+    }
+  }
+};
+
+// Copies the tokens of this block's slice whose rank starts with `prefix`
+// (under prefix_mask) to the list; d.listed is their number, which may exceed the
+// list's capacity (the tokens past it are not copied).
+__device__ void list_tokens(const MaskedRow &row, unsigned prefix, unsigned prefix_mask,
+                            const Histograms &h, Descent &d) {
+  if (threadIdx.x == 0) d.listed = 0;
+  __syncthreads();
+  Listed *list = h.list();
+  row.for_each([&](int i, float x) {
+    const bool in = i >= 0 && (rank_of(x) & prefix_mask) == prefix;
+    const unsigned ballot = __ballot_sync(0xffffffffu, in);
+    if (ballot == 0) return;
+    const int lane = int(threadIdx.x % 32), leader = __ffs(ballot) - 1;
+    int at = 0;
+    if (lane == leader) at = atomicAdd(&d.listed, __popc(ballot));
+    at = __shfl_sync(0xffffffffu, at, leader) + __popc(ballot & ((1u << lane) - 1));
+    if (in && at < kListCapacity) list[at] = Listed{i, x};
+  });
+  __syncthreads();
+}
 
 // Sampler.cpp's selectInOrder: the first token in the order whose cumulative
 // weight exceeds `target` (reaches it if inclusive) among the tokens of
@@ -122,13 +231,16 @@ struct Descent {
 // first level's histogram sums (no pass of its own).
 template <class Weight>
 __device__ int select_in_order(const MaskedRow &row, Weight weight, double target, bool of_total,
-                               bool inclusive, Descent &d) {
+                               bool inclusive, Descent &d, const Histograms &h,
+                               const RowBlocks &blocks) {
   constexpr int kShift[] = {20, 12, 4, 0}, kBits[] = {12, 8, 8, 4};
+  static_assert(kBits[1] <= 8 && kBits[2] <= 8 && kBits[3] <= 8, "later levels fit kLaterBuckets");
   unsigned prefix = 0, prefix_mask = 0;
+  bool listed = false;  // levels read the list rather than the block's slice
   for (int level = 0; level < 4; ++level) {
     const int shift = kShift[level], buckets = 1 << kBits[level];
     const bool last_level = level == 3;
-    for (int b = threadIdx.x; b < buckets; b += kThreads) d.mass[b] = 0;
+    for (int b = threadIdx.x; b < buckets; b += kThreads) h.own(b) = 0;
     if (last_level && threadIdx.x < 16) {
       d.count[threadIdx.x] = 0;
       d.first[threadIdx.x] = row.cols;
@@ -141,7 +253,7 @@ __device__ int select_in_order(const MaskedRow &row, Weight weight, double targe
     // Lanes of a warp that hit the same bucket add up first (shuffles in
     // lane order), so a narrow row (most tokens in a few buckets) costs one
     // shared-memory atomic per warp and bucket, not one per token.
-    row.for_each([&](int i, float x) {
+    auto add_to_histogram = [&](int i, float x) {
       int b = -1;
       double w = 0;
       if (i >= 0) {
@@ -156,16 +268,33 @@ __device__ int select_in_order(const MaskedRow &row, Weight weight, double targe
       double sum = 0;
       for (unsigned lanes = group; lanes; lanes &= lanes - 1)
         sum += __shfl_sync(group, w, __ffs(lanes) - 1);
-      const int leader = __ffs(group) - 1;
-      if (int(threadIdx.x % 32) == leader) {
-        atomicAdd(&d.mass[b], sum);
+      // The group's lowest id (a list is not in id order).
+      const int lowest = last_level ? int(__reduce_min_sync(group, unsigned(i))) : 0;
+      if (int(threadIdx.x % 32) == __ffs(group) - 1) {
+        atomicAdd(&h.own(b), sum);
         if (last_level) {
           atomicAdd(&d.count[b], __popc(group));
-          atomicMin(&d.first[b], i);  // the leader holds the group's lowest id
+          atomicMin(&d.first[b], lowest);
         }
       }
-    });
+    };
+    if (listed) {
+      ListedTokens{h.list(), d.listed}.for_each(add_to_histogram);
+    } else {
+      row.for_each(add_to_histogram);
+    }
     __syncthreads();
+    // The row's histogram; every block of the row adds the same numbers in
+    // the same order, so all choose the same bucket.
+    if (blocks.size > 1) {
+      blocks.sync();
+      for (int b = threadIdx.x; b < buckets; b += kThreads) {
+        double sum = 0;
+        for (unsigned r = 0; r < blocks.size; ++r) sum += *blocks.at(&h.own(b), r);
+        h.row(b) = sum;
+      }
+      blocks.sync();  // the other blocks are done reading this block's own
+    }
 
     // The bucket: the first non-empty one where the cumulative weight gets
     // to the target, else the last non-empty one. Each thread owns `per`
@@ -173,13 +302,13 @@ __device__ int select_in_order(const MaskedRow &row, Weight weight, double targe
     const int per = buckets > kThreads ? buckets / kThreads : 1;
     const int begin = threadIdx.x * per;
     double own = 0;
-    for (int j = 0; j < per && begin + j < buckets; ++j) own += d.mass[begin + j];
+    for (int j = 0; j < per && begin + j < buckets; ++j) own += h.row(begin + j);
     if (level == 0 && of_total) target *= block_all_reduce(own, [](double a, double b) { return a + b; });
     const double before = block_exclusive_sum(own);
     double cumulative = before;
     int found = buckets, last = -1;
     for (int j = 0; j < per && begin + j < buckets; ++j) {
-      const double m = d.mass[begin + j];
+      const double m = h.row(begin + j);
       if (m != 0) {
         last = begin + j;
         const double reached = cumulative + m;
@@ -193,21 +322,29 @@ __device__ int select_in_order(const MaskedRow &row, Weight weight, double targe
     const int chosen = min(d.found, d.last);
     if (chosen >= begin && chosen < begin + per) {
       double at = before;
-      for (int j = begin; j < chosen; ++j) at += d.mass[j];
+      for (int j = begin; j < chosen; ++j) at += h.row(j);
       d.before = at;
     }
     __syncthreads();
     target -= d.before;
     prefix |= unsigned(chosen) << shift;
     prefix_mask |= unsigned(buckets - 1) << shift;
+    if (level == 0) {
+      list_tokens(row, prefix, prefix_mask, h, d);
+      listed = d.listed <= kListCapacity;
+    }
     if (last_level) {
       // The tokens left share one logit, hence one weight: walk them in id
       // order. One thread counts how many come before the chosen one; the
-      // block then finds it, 1024 ids at a time. Nearly always there is just
-      // one.
+      // block then finds it, 1024 ids at a time, over the whole row (each
+      // block of the row alike). Nearly always there is just one.
       if (threadIdx.x == 0) {
-        const int tied = d.count[chosen];
-        const int lowest = d.first[chosen];
+        int tied = 0, lowest = row.cols;
+        for (unsigned r = 0; r < blocks.size; ++r) {
+          tied += *blocks.at(&d.count[chosen], r);
+          lowest = min(lowest, *blocks.at(&d.first[chosen], r));
+        }
+        d.lowest = lowest;
         const double w = weight(lowest, row(lowest), prefix);
         int skip = 0;
         while (skip + 1 < tied && !(inclusive ? w >= target : w > target)) {
@@ -220,7 +357,7 @@ __device__ int select_in_order(const MaskedRow &row, Weight weight, double targe
       if (d.token < 0) {
         __shared__ int warp_counts[kWarps];
         int remaining = -d.token;  // ordinal (1-based) among the tied tokens
-        for (int base = d.first[chosen]; base < row.cols; base += kThreads) {
+        for (int base = d.lowest; base < row.cols; base += kThreads) {
           const int i = base + int(threadIdx.x);
           bool tied = false;
           if (i < row.cols) {
@@ -253,79 +390,111 @@ __device__ int select_in_order(const MaskedRow &row, Weight weight, double targe
 
 } // namespace
 
+// A grid of rows x B blocks, in clusters of B along x (B = 1: no cluster),
+// sharedBytes(B) of dynamic shared memory each.
 extern "C" __global__ void __launch_bounds__(kThreads)
 sample_rows(float *logits, long long cols, const RowSampling *params,
             const LogitAdjustment *adjustments, RowSample *out) {
   __shared__ Descent d;
   __shared__ unsigned long long top_keys[llmc::sample::kMaxTopLogprobs];
   __shared__ int num_top;
-  const RowSampling p = params[blockIdx.x];
-  float *raw = logits + blockIdx.x * cols;
-  RowSample &result = out[blockIdx.x];
+  unsigned dynamic_bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_bytes));
+  const RowBlocks blocks{llmc_kernels::cluster_size(), llmc_kernels::cluster_rank()};
+  if (dynamic_bytes < unsigned(sharedBytes(int(blocks.size)))) __trap();
+  const Histograms h{blocks.size > 1 ? kMaxBuckets : 0};
+  const int r = int(blockIdx.x / blocks.size);
+  const RowSampling p = params[r];
+  float *raw = logits + r * cols;
   const int V = int(cols);
+  // This block's slice of the row, in whole 16-byte pieces.
+  const int slice = ((V + int(blocks.size) - 1) / int(blocks.size) + 3) & ~3;
+  const int lo = min(V, int(blocks.rank) * slice), hi = min(V, lo + slice);
+  const bool writes = blocks.rank == 0 && threadIdx.x == 0;  // the row's result
 
-  // 0. Penalties and bans: one adjustment per token, so no two threads write
-  // the same logit.
+  // 0. Penalties and bans, each block in its slice: one adjustment per
+  // token, so no two threads write the same logit.
   for (int j = threadIdx.x; j < p.num_adjustments; j += kThreads) {
     const LogitAdjustment a = adjustments[p.first_adjustment + j];
-    if (a.token < 0 || a.token >= V) continue;
+    if (a.token < lo || a.token >= hi) continue;
     const float v = raw[a.token];
     raw[a.token] = (v > 0 ? v / a.repetition : v * a.repetition) - a.subtract;
   }
-  __syncthreads();
+  blocks.sync();  // the other blocks read any logit from here on
 
-  // 1. Masking, and the greedy token: the smallest key (rank, then id).
-  MaskedRow row{raw, V, false};
+  // 1. Masking and the greedy token: the smallest key (rank, then id). The
+  // same pass adds up the exps behind the raw logprobs (step 2): each thread
+  // sums exp(x - the largest logit it has seen), rescaling its sum when that
+  // grows, and the sums are combined at the row's maximum.
+  MaskedRow row{raw, V, lo, hi, false};
   unsigned long long best = ~0ull;
+  float own_max = -plus_inf();
+  double own_sum = 0;
   row.for_each([&](int i, float x) {
+    if (i < 0 || x == -plus_inf()) return;
     const unsigned long long key = key_of(rank_of(x), i);
-    if (i >= 0 && key < best) best = key;
+    if (key < best) best = key;
+    if (x > own_max) {
+      own_sum *= expf(own_max - x);
+      own_max = x;
+    }
+    own_sum += expf(x - own_max);
   });
-  best = block_all_reduce(best, [](unsigned long long a, unsigned long long b) { return a < b ? a : b; });
-  const int greedy = int(best & 0xffffffffu);
-  float m = row(greedy);
-  if (m == -plus_inf()) {  // nothing can be sampled
-    if (threadIdx.x == 0) {
-      result.token = -1;
-      result.logprob = -plus_inf();
-      result.num_top = 0;
+  const auto smaller = [](unsigned long long a, unsigned long long b) { return a < b ? a : b; };
+  const auto add = [](double a, double b) { return a + b; };
+  best = row_all_reduce(best, smaller, blocks);
+  if (best == ~0ull) {  // every logit -inf or NaN: nothing can be sampled
+    if (writes) {
+      out[r].token = -1;
+      out[r].logprob = -plus_inf();
+      out[r].num_top = 0;
     }
     return;
   }
-  if (m == plus_inf()) {
+  const int greedy = int(best & 0xffffffffu);
+  float m = row(greedy);
+  double sum = row_all_reduce(own_max == -plus_inf() ? 0.0 : own_sum * exp(double(own_max) - double(m)), add,
+                              blocks);
+  if (m == plus_inf()) {  // only the +inf tokens stay, each with logit 0
     row.plus_inf_row = true;
     m = 0;
+    sum = 0;
+    row.for_each([&](int i, float x) {
+      if (i >= 0) sum += expf(x);
+    });
+    sum = row_all_reduce(sum, add, blocks);
   }
 
   // 2. Raw logprobs.
-  double sum = 0;
-  row.for_each([&](int i, float x) {
-    if (i >= 0) sum += expf(x - m);
-  });
-  sum = block_all_reduce(sum, [](double a, double b) { return a + b; });
   const double lse = m + log(sum);
   auto logprob = [&](int token) { return float(double(row(token)) - lse); };
 
   if (threadIdx.x == 0) num_top = 0;
   if (p.logprobs > 0) {
     // The n-th token of the order among the finite ones; every finite token
-    // up to it in the order, sorted by one thread (n <= 20).
+    // up to it in the order (each block collects its slice's, block 0 all
+    // of them), sorted by one thread (n <= 20).
     const int n = min(p.logprobs, llmc::sample::kMaxTopLogprobs);
     auto finite = [](int, float x, unsigned) { return x != -plus_inf() ? 1.0 : 0.0; };
-    const int nth = select_in_order(row, finite, double(n), false, true, d);
+    const int nth = select_in_order(row, finite, double(n), false, true, d, h, blocks);
     const unsigned long long cut = key_of(rank_of(row(nth)), nth);
     row.for_each([&](int i, float x) {
       if (i >= 0 && x != -plus_inf() && key_of(rank_of(x), i) <= cut)
         top_keys[atomicAdd(&num_top, 1)] = key_of(rank_of(x), i);
     });
-    __syncthreads();
-    if (threadIdx.x == 0)
+    blocks.sync();
+    if (writes) {
+      for (unsigned b = 1; b < blocks.size; ++b) {
+        const int count = *blocks.at(&num_top, b);
+        for (int k = 0; k < count; ++k) top_keys[num_top++] = *blocks.at(&top_keys[k], b);
+      }
       for (int a = 1; a < num_top; ++a)
         for (int b = a; b > 0 && top_keys[b] < top_keys[b - 1]; --b) {
           const unsigned long long t = top_keys[b];
           top_keys[b] = top_keys[b - 1];
           top_keys[b - 1] = t;
         }
+    }
   }
 
   int token = greedy;  // 3. Greedy.
@@ -342,14 +511,16 @@ sample_rows(float *logits, long long cols, const RowSampling *params,
     };
     auto kept_count = [&](int i, float x, unsigned rank) { return kept_weight(i, x, rank) > 0 ? 1.0 : 0.0; };
     auto key_at = [&](int i) { return key_of(rank_of(row(i)), i); };
-    if (p.top_k > 0) cut = key_at(select_in_order(row, kept_count, double(p.top_k), false, true, d));
-    if (p.top_p < 1) cut = key_at(select_in_order(row, kept_weight, p.top_p, true, true, d));
+    if (p.top_k > 0)
+      cut = key_at(select_in_order(row, kept_count, double(p.top_k), false, true, d, h, blocks));
+    if (p.top_p < 1) cut = key_at(select_in_order(row, kept_weight, p.top_p, true, true, d, h, blocks));
     min_p = p.min_p > 0;
     // 5. Inverse CDF.
-    token = select_in_order(row, kept_weight, p.u, true, false, d);
+    token = select_in_order(row, kept_weight, p.u, true, false, d, h, blocks);
   }
 
-  if (threadIdx.x == 0) {
+  if (writes) {
+    RowSample &result = out[r];
     result.token = token;
     result.logprob = logprob(token);
     result.num_top = num_top;
@@ -359,4 +530,6 @@ sample_rows(float *logits, long long cols, const RowSampling *params,
       result.top_logprobs[k] = logprob(id);
     }
   }
+  // No block may exit (releasing its shared memory) while others read it.
+  if (blocks.size > 1) blocks.sync();
 }
