@@ -165,8 +165,16 @@ void CudaBackend::loadKernels(const plan::Plan &plan) {
     return function;
   };
   sampleRows_ = loadFunction(binaries[planModules + jit::kSampleRowsModule]);
+  // The sampler splits a few rows over clusters (sm_90) of up to the
+  // portable 8 blocks, as large as a GPC here can place.
+  sampleRowBlocks_ = 1;
+  for (int blocks = sm90_ ? llmc_kernels::kPortableClusterBlocks : 1; blocks > 1; blocks /= 2)
+    if (clusterFits(sampleRows_, blocks, sample_rows::kThreads, sample_rows::sharedBytes(blocks))) {
+      sampleRowBlocks_ = blocks;
+      break;
+    }
   driver_.check(driver_.cuFuncSetAttribute(sampleRows_, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                           sample_rows::sharedBytes(llmc_kernels::kPortableClusterBlocks)),
+                                           sample_rows::sharedBytes(sampleRowBlocks_)),
                 "cuFuncSetAttribute");
   gemvRows_ = loadFunction(binaries[planModules + jit::kGemvModule]);
   binaries.resize(planModules);
@@ -201,22 +209,35 @@ int CudaBackend::usableClusterSize(CUfunction function, const plan::KernelModule
     return wanted;
   if (driver_.cuFuncSetAttribute(function, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1) != CUDA_SUCCESS)
     return llmc_kernels::kPortableClusterBlocks;
+  return clusterFits(function, wanted, kernel.block_threads(), kernel.shared_bytes())
+             ? wanted
+             : llmc_kernels::kPortableClusterBlocks;
+}
+
+// Whether this GPU can place at least one cluster of `blocks` blocks of the
+// kernel (a GPC with room for all of them at once).
+bool CudaBackend::clusterFits(CUfunction function, int blocks, int threads, int sharedBytes) const {
+  // Above 48 KB of dynamic shared memory the kernel must have opted in first.
+  if (sharedBytes > 48 * 1024 &&
+      driver_.cuFuncSetAttribute(function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes) !=
+          CUDA_SUCCESS)
+    return false;
   CUlaunchAttribute cluster{};
   cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-  cluster.value.clusterDim.x = unsigned(wanted);
+  cluster.value.clusterDim.x = unsigned(blocks);
   cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
   CUlaunchConfig config{};
-  config.gridDimX = unsigned(wanted);
+  config.gridDimX = unsigned(blocks);
   config.gridDimY = config.gridDimZ = 1;
-  config.blockDimX = unsigned(kernel.block_threads());
+  config.blockDimX = unsigned(threads);
   config.blockDimY = config.blockDimZ = 1;
-  config.sharedMemBytes = unsigned(kernel.shared_bytes());
+  config.sharedMemBytes = unsigned(sharedBytes);
   config.hStream = stream_;
   config.attrs = &cluster;
   config.numAttrs = 1;
   int clusters = 0;
   const CUresult placed = driver_.cuOccupancyMaxActiveClusters(&clusters, function, &config);
-  return placed == CUDA_SUCCESS && clusters > 0 ? wanted : llmc_kernels::kPortableClusterBlocks;
+  return placed == CUDA_SUCCESS && clusters > 0;
 }
 
 // Lets the kernel start while the previous kernel on the stream finishes
@@ -501,11 +522,10 @@ void CudaBackend::sample(float *logits, int64_t rows, int64_t cols, const sample
     throw std::logic_error("sample_rows needs loadKernels() and 1 to 2^30 columns");
   long long columns = cols;
   void *arguments[] = {&logits, &columns, &params, &adjustments, &out};
-  // Few rows: a cluster of up to 8 blocks a row (the portable size), so that
-  // a row is not one multiprocessor's work alone; a full batch takes one
-  // block a row.
-  const int rowBlocks =
-      sm90_ ? llmc_kernels::cluster_blocks(rows, llmc_kernels::kPortableClusterBlocks, multiprocessors_) : 1;
+  // Few rows: a cluster of blocks a row, so that a row is not one
+  // multiprocessor's work alone, while the grid stays within one block (of
+  // 1024 threads) a multiprocessor; a full batch takes one block a row.
+  const int rowBlocks = llmc_kernels::cluster_blocks(rows, sampleRowBlocks_, multiprocessors_ / 2);
   CUlaunchAttribute cluster{};
   cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
   cluster.value.clusterDim.x = unsigned(rowBlocks);

@@ -102,6 +102,7 @@ private:
   const GemmPlan &gemmPlan(const GemmArgs &args);
   void addDependentLaunch(CUlaunchConfig &config) const;
   int usableClusterSize(CUfunction function, const plan::KernelModule &kernel) const;
+  bool clusterFits(CUfunction function, int blocks, int threads, int sharedBytes) const;
   std::pair<GemmKernel, int> choiceFor(const GemmArgs &args) const;  // kernel, cuBLASLt answer
 
   const cuda::Driver &driver_;
@@ -116,6 +117,7 @@ private:
   std::vector<CUfunction> functions_;  // one per plan kernel module
   std::vector<int> maxClusters_;       // the cluster size each may launch with on this GPU
   CUfunction sampleRows_ = nullptr;
+  int sampleRowBlocks_ = 1;  // the largest cluster sample_rows may split a row over here
   CUfunction gemvRows_ = nullptr;
   cublasLtHandle_t blas_ = nullptr;
   void *blasWorkspace_ = nullptr;
