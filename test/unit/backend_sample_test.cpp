@@ -6,11 +6,13 @@
 #include "test/unit/BackendUnderTest.h"
 
 #include "runtime/backend/Backend.h"
+#include "runtime/backend/cuda/SampleShape.h"
 #include "runtime/plan/PlanFile.h"
 #include "runtime/sample/Sampler.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -194,6 +196,37 @@ TEST_F(BackendSample, SpecialValuesAndTies) {
   params[2].top_k = 700;  // a cut inside a run of 3000 equal logits
   params[5].top_p = 0.3f;
   expectSameAsHost(rows, params, 4);
+}
+
+// The CUDA sampler's launch: a row over a cluster of blocks only while the
+// grid keeps one block a multiprocessor, and slices that cover the row.
+TEST(SampleShape, RowBlocksKeepOneBlockAMultiprocessor) {
+  using llmc::sample_rows::rowBlocks;
+  EXPECT_EQ(rowBlocks(1, 8, 132), 8);
+  EXPECT_EQ(rowBlocks(16, 8, 132), 8);
+  EXPECT_EQ(rowBlocks(17, 8, 132), 4);
+  EXPECT_EQ(rowBlocks(33, 8, 132), 4);
+  EXPECT_EQ(rowBlocks(34, 8, 132), 2);
+  EXPECT_EQ(rowBlocks(67, 8, 132), 1);
+  EXPECT_EQ(rowBlocks(256, 8, 132), 1);
+  EXPECT_EQ(rowBlocks(1, 2, 132), 2);   // the largest cluster this GPU places
+  EXPECT_EQ(rowBlocks(1, 1, 132), 1);   // no clusters (before sm_90)
+  EXPECT_EQ(rowBlocks(1, 8, 4), 4);     // a small GPU (or MIG slice)
+  for (long long rows : {1, 5, 16, 40, 100, 200})
+    EXPECT_LE(rows * rowBlocks(rows, 8, 132), std::max(rows, 132LL)) << rows;
+}
+
+TEST(SampleShape, SlicesCoverTheRow) {
+  using llmc::sample_rows::sliceTokens;
+  for (int cols : {1, 3, 4, 31, 4096, 5000, 128256, 151936})
+    for (int blocks : {1, 2, 4, 8}) {
+      const int slice = sliceTokens(cols, blocks);
+      EXPECT_EQ(slice % 4, 0);
+      EXPECT_GE(slice * blocks, cols) << cols << " " << blocks;      // every token in a slice
+      EXPECT_LT((slice - 4) * blocks, cols) << cols << " " << blocks;  // no slice 4 tokens too long
+    }
+  EXPECT_EQ(llmc::sample_rows::sharedBytes(1), 32768);
+  EXPECT_EQ(llmc::sample_rows::sharedBytes(8), 65536);
 }
 
 } // namespace

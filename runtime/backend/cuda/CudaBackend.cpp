@@ -522,10 +522,7 @@ void CudaBackend::sample(float *logits, int64_t rows, int64_t cols, const sample
     throw std::logic_error("sample_rows needs loadKernels() and 1 to 2^30 columns");
   long long columns = cols;
   void *arguments[] = {&logits, &columns, &params, &adjustments, &out};
-  // Few rows: a cluster of blocks a row, so that a row is not one
-  // multiprocessor's work alone, while the grid stays within one block (of
-  // 1024 threads) a multiprocessor; a full batch takes one block a row.
-  const int rowBlocks = llmc_kernels::cluster_blocks(rows, sampleRowBlocks_, multiprocessors_ / 2);
+  const int rowBlocks = sample_rows::rowBlocks(rows, sampleRowBlocks_, multiprocessors_);
   CUlaunchAttribute cluster{};
   cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
   cluster.value.clusterDim.x = unsigned(rowBlocks);

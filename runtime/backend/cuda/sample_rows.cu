@@ -407,8 +407,7 @@ sample_rows(float *logits, long long cols, const RowSampling *params,
   const RowSampling p = params[r];
   float *raw = logits + r * cols;
   const int V = int(cols);
-  // This block's slice of the row (a multiple of 4 tokens long).
-  const int slice = ((V + int(blocks.size) - 1) / int(blocks.size) + 3) & ~3;
+  const int slice = sliceTokens(V, int(blocks.size));
   const int lo = min(V, int(blocks.rank) * slice), hi = min(V, lo + slice);
   const bool writes = blocks.rank == 0 && threadIdx.x == 0;  // the row's result
 
