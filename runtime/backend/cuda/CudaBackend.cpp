@@ -167,15 +167,16 @@ void CudaBackend::loadKernels(const plan::Plan &plan) {
   sampleRows_ = loadFunction(binaries[planModules + jit::kSampleRowsModule]);
   // The sampler splits a few rows over clusters (sm_90) of up to the
   // portable 8 blocks, as large as a GPC here can place.
+  const int sampleMaxBlocks = sm90_ ? llmc_kernels::kPortableClusterBlocks : 1;
+  driver_.check(driver_.cuFuncSetAttribute(sampleRows_, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                           sample_rows::sharedBytes(sampleMaxBlocks)),
+                "cuFuncSetAttribute");
   sampleRowBlocks_ = 1;
-  for (int blocks = sm90_ ? llmc_kernels::kPortableClusterBlocks : 1; blocks > 1; blocks /= 2)
+  for (int blocks = sampleMaxBlocks; blocks > 1; blocks /= 2)
     if (clusterFits(sampleRows_, blocks, sample_rows::kThreads, sample_rows::sharedBytes(blocks))) {
       sampleRowBlocks_ = blocks;
       break;
     }
-  driver_.check(driver_.cuFuncSetAttribute(sampleRows_, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                           sample_rows::sharedBytes(sampleRowBlocks_)),
-                "cuFuncSetAttribute");
   gemvRows_ = loadFunction(binaries[planModules + jit::kGemvModule]);
   binaries.resize(planModules);
   for (size_t i = 0; i < binaries.size(); ++i) {
@@ -215,13 +216,9 @@ int CudaBackend::usableClusterSize(CUfunction function, const plan::KernelModule
 }
 
 // Whether this GPU can place at least one cluster of `blocks` blocks of the
-// kernel (a GPC with room for all of them at once).
+// kernel (a GPC with room for all of them at once). The kernel must already
+// allow `sharedBytes` of dynamic shared memory.
 bool CudaBackend::clusterFits(CUfunction function, int blocks, int threads, int sharedBytes) const {
-  // Above 48 KB of dynamic shared memory the kernel must have opted in first.
-  if (sharedBytes > 48 * 1024 &&
-      driver_.cuFuncSetAttribute(function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes) !=
-          CUDA_SUCCESS)
-    return false;
   CUlaunchAttribute cluster{};
   cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
   cluster.value.clusterDim.x = unsigned(blocks);

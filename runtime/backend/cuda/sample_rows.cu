@@ -34,7 +34,6 @@ using namespace llmc::sample_rows;
 namespace {
 
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxBuckets = kFirstLevelBuckets;
 
 __device__ __forceinline__ float plus_inf() { return __int_as_float(0x7f800000); }
 
@@ -162,7 +161,7 @@ struct Listed {
 // Levels after the first have at most this many buckets, so the rest of the
 // row's first-level histogram holds the list.
 constexpr int kLaterBuckets = 1 << 8;
-constexpr int kListCapacity = int((kMaxBuckets - kLaterBuckets) * sizeof(double) / sizeof(Listed));
+constexpr int kListCapacity = int((kFirstLevelBuckets - kLaterBuckets) * sizeof(double) / sizeof(Listed));
 
 // A level's histograms in dynamic shared memory (sharedBytes()): this block's
 // own (which the row's other blocks read) and the row's, their sum in rank
@@ -172,7 +171,7 @@ constexpr int kListCapacity = int((kMaxBuckets - kLaterBuckets) * sizeof(double)
 // their atomics then compile as shared-memory ones, 4% faster at 256 rows.)
 extern __shared__ double histograms[];
 struct Histograms {
-  int row_offset;  // 0 (alone) or kMaxBuckets
+  int row_offset;  // 0 (alone) or kFirstLevelBuckets
   __device__ double &own(int b) const { return histograms[b]; }
   __device__ double &row(int b) const { return histograms[row_offset + b]; }
   __device__ Listed *list() const { return reinterpret_cast<Listed *>(histograms + row_offset + kLaterBuckets); }
@@ -402,7 +401,7 @@ sample_rows(float *logits, long long cols, const RowSampling *params,
   asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_bytes));
   const RowBlocks blocks{llmc_kernels::cluster_size(), llmc_kernels::cluster_rank()};
   if (dynamic_bytes < unsigned(sharedBytes(int(blocks.size)))) __trap();
-  const Histograms h{blocks.size > 1 ? kMaxBuckets : 0};
+  const Histograms h{blocks.size > 1 ? kFirstLevelBuckets : 0};
   const int r = int(blockIdx.x / blocks.size);
   const RowSampling p = params[r];
   float *raw = logits + r * cols;
