@@ -23,9 +23,10 @@ namespace llmc_kernels {
 // kAfterWait lets the next kernel start once this one has passed its wait,
 // so at most one kernel waits ahead of the running one. kAtOnce lets it start
 // right away: the small kernels whose output is a GEMM's input use it, so
-// the GEMV after them takes its place beside the GEMV before them and loads
-// its first weights (which depend on nothing) during that one's tail. The
-// next kernel's own wait still orders its reads after this kernel's writes.
+// the GEMV after them takes each multiprocessor the GEMV before them leaves
+// and starts copying its weights (which depend on nothing) during that one's
+// tail. The next kernel's own wait still orders its reads after this
+// kernel's writes.
 // (Attention launched that early, after rope_kv_write, made the step slower.)
 enum class NextKernel { kAfterWait, kAtOnce };
 

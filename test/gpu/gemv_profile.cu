@@ -29,12 +29,13 @@ int main() {
     CK(cudaMalloc(&w, size_t(n) * k * 2)); CK(cudaMalloc(&x, size_t(k) * 8 * 2)); CK(cudaMalloc(&o, size_t(n) * 8 * 2));
     fill<<<1024, 256>>>(w, size_t(n) * k, 1); fill<<<64, 256>>>(x, size_t(k) * 8, 2); CK(cudaGetLastError());
     const int grid = int(llmc::gemv::gridBlocks(n, sms));
+    CK(cudaFuncSetAttribute(gemv_rows, cudaFuncAttributeMaxDynamicSharedMemorySize, llmc::gemv::kSharedBytes));
     float alpha = 1, beta = 0;
     for (int kind = 0; kind < 2; ++kind) {
       for (int rep = 0; rep < 3; ++rep) {
         CK(cudaEventRecord(a));
         if (kind == 0) {
-          gemv_rows<<<grid, llmc::gemv::kThreads>>>((const uint4 *)x, (const uint4 *)w, nullptr, o, rows, n, k, 0);
+          gemv_rows<<<grid, llmc::gemv::kThreads, llmc::gemv::kSharedBytes>>>((const uint4 *)x, (const uint4 *)w, nullptr, o, rows, n, k, 0);
         } else {
           CB(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, rows, k, &alpha, w, CUDA_R_16BF, k, x, CUDA_R_16BF, k,
                           &beta, o, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));

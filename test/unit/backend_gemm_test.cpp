@@ -118,7 +118,7 @@ protected:
       for (int answer = 0; answer < runtime::CudaBackend::kCublasLtCandidates; ++answer)
         check(("cuBLASLt answer " + std::to_string(answer)).c_str(),
               [&] { cuda->gemm(args, Kernel::cublasLt, answer); });
-      if (runtime::CudaBackend::gemvTakes(args))
+      if (cuda->hasGemv() && runtime::CudaBackend::gemvTakes(args))
         check("GEMV", [&] { cuda->gemm(args, Kernel::gemv); });
     }
 #endif

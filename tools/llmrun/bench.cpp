@@ -497,7 +497,8 @@ int runBench(const BenchOptions &o) {
       };
       double us[2] = {NAN, NAN};  // cuBLASLt, GEMV (where it takes the GEMM)
       for (auto kernel : {runtime::CudaBackend::GemmKernel::cublasLt, runtime::CudaBackend::GemmKernel::gemv}) {
-        if (kernel == runtime::CudaBackend::GemmKernel::gemv && !runtime::CudaBackend::gemvTakes(args(0)))
+        if (kernel == runtime::CudaBackend::GemmKernel::gemv &&
+            !(backend.hasGemv() && runtime::CudaBackend::gemvTakes(args(0))))
           continue;
         us[int(kernel)] = 1e3 * runtime::cuda::medianMilliseconds(backend, o.repeats, [&] {
           for (int c = 0; c < copies; ++c)

@@ -177,7 +177,18 @@ void CudaBackend::loadKernels(const plan::Plan &plan) {
       sampleRowBlocks_ = blocks;
       break;
     }
-  gemvRows_ = loadFunction(binaries[planModules + jit::kGemvModule]);
+  // The GEMV streams its weights with bulk copies (sm_90); elsewhere every
+  // GEMM goes to cuBLASLt. Its ring takes most of a multiprocessor's shared
+  // memory (GemvShape.h), so it asks for all of it, as attention does.
+  if (sm90_) {
+    gemvRows_ = loadFunction(binaries[planModules + jit::kGemvModule]);
+    driver_.check(
+        driver_.cuFuncSetAttribute(gemvRows_, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, gemv::kSharedBytes),
+        "cuFuncSetAttribute");
+    driver_.check(driver_.cuFuncSetAttribute(gemvRows_, CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                                             CU_SHAREDMEM_CARVEOUT_MAX_SHARED),
+                  "cuFuncSetAttribute");
+  }
   binaries.resize(planModules);
   for (size_t i = 0; i < binaries.size(); ++i) {
     CUfunction function = loadFunction(binaries[i]);
@@ -376,7 +387,7 @@ std::pair<CudaBackend::GemmKernel, int> CudaBackend::choiceFor(const GemmArgs &g
     kernel = choice->second.kernel, algo = choice->second.algo;
   if (gemmOverride_)
     kernel = *gemmOverride_;
-  return {kernel == GemmKernel::gemv && gemvTakes(g) ? GemmKernel::gemv : GemmKernel::cublasLt, algo};
+  return {kernel == GemmKernel::gemv && hasGemv() && gemvTakes(g) ? GemmKernel::gemv : GemmKernel::cublasLt, algo};
 }
 
 CudaBackend::GemmKernel CudaBackend::chosenKernel(const GemmArgs &g) const { return choiceFor(g).first; }
@@ -393,7 +404,7 @@ void CudaBackend::gemm(const GemmArgs &g) {
 void CudaBackend::tuneGemms(std::span<const GemmArgs> gemms) {
   if (!gemmChoicesLoaded_) {
     gemmChoicesLoaded_ = true;
-    gemmChoicesKey_ = "llmc gemm choices 1; " + deviceName_ + "; " + arch_ + "; " +
+    gemmChoicesKey_ = "llmc gemm choices 2; " + deviceName_ + "; " + arch_ + "; " +
                       std::to_string(multiprocessors_) + " SMs; cuBLASLt " + std::to_string(cublasLtGetVersion()) +
                       "; NVRTC " + jit::nvrtcVersion() + "; " + std::to_string(kCublasLtCandidates) +
                       " answers; gemv " +
@@ -423,9 +434,9 @@ void CudaBackend::tuneGemms(std::span<const GemmArgs> gemms) {
     for (int algo = 1; algo < int(gemmPlan(list.front()).algos.size()); ++algo)
       if (const double ms = time(GemmKernel::cublasLt, algo); ms < choice.cublasLtMs)
         choice.cublasLtMs = ms, choice.algo = algo;
-    if (std::all_of(list.begin(), list.end(), gemvTakes)) {
+    if (hasGemv() && std::all_of(list.begin(), list.end(), gemvTakes)) {
       choice.gemvMs = time(GemmKernel::gemv, 0);
-      if (choice.gemvMs < choice.cublasLtMs)
+      if (choice.gemvMs < choice.cublasLtMs * kGemvPreference)
         choice.kernel = GemmKernel::gemv;
     }
     gemmChoices_[shape] = choice;
@@ -480,7 +491,7 @@ void CudaBackend::gemm(const GemmArgs &g, GemmKernel kernel, int algo) {
     return;
   if (kernel == GemmKernel::gemv) {
     if (!gemvRows_ || !gemvTakes(g))
-      throw std::logic_error("gemv_rows needs loadKernels() and a GEMM it takes (gemv::takes)");
+      throw std::logic_error("gemv_rows needs loadKernels() on sm_90 and a GEMM it takes (gemv::takes)");
     int flags = (g.input_dtype == plan::DType::f16 ? gemv::kHalfInputs : 0) |
                 (g.out_dtype == plan::DType::f32 ? gemv::kFloatOutput : 0);
     int rows = int(g.rows), n = int(g.n), k = int(g.k);
@@ -493,6 +504,7 @@ void CudaBackend::gemm(const GemmArgs &g, GemmKernel kernel, int algo) {
     config.gridDimY = config.gridDimZ = 1;
     config.blockDimX = gemv::kThreads;
     config.blockDimY = config.blockDimZ = 1;
+    config.sharedMemBytes = gemv::kSharedBytes;
     config.hStream = stream_;
     config.attrs = attributes;
     addDependentLaunch(config);

@@ -42,16 +42,26 @@ public:
   /// first heuristic answer for a shape it did not see).
   void gemm(const GemmArgs &args) override;
   /// Times cuBLASLt's first kCublasLtCandidates heuristic answers and, where
-  /// it takes the GEMM, the runtime's GEMV.
+  /// it takes the GEMM, the runtime's GEMV, which it picks unless cuBLASLt's
+  /// best is faster than the GEMV's time over kGemvPreference.
   void tuneGemms(std::span<const GemmArgs> gemms) override;
   enum class GemmKernel { cublasLt, gemv };
   static constexpr int kCublasLtCandidates = 4;
+  /// Timed alone, a shape's calls run back to back; in a decode graph the
+  /// GEMV also starts during the kernels around it (a programmatic dependent,
+  /// its weights copied before it waits), and a cuBLASLt kernel there holds
+  /// back the dependent launches on both sides. On the H200, batch 1 took
+  /// 4.09-4.11 ms with every GEMM on the GEMV against 4.37-4.40 with gate/up
+  /// on cuBLASLt, which had timed 2-7% faster alone (docs/PERF.md).
+  static constexpr double kGemvPreference = 1.1;
   /// A GEMM through the given kernel (gemv only where gemvTakes(args); for
   /// cuBLASLt, its heuristic's answer number `algo` where there is one, else
   /// its first): for benchmarks and tests comparing them.
   void gemm(const GemmArgs &args, GemmKernel kernel, int algo = 0);
   /// Whether the GEMV computes `args` (dtypes, rows, alignment).
   static bool gemvTakes(const GemmArgs &args);
+  /// Whether the GEMV is loaded: loadKernels() on sm_90.
+  bool hasGemv() const { return gemvRows_ != nullptr; }
   /// rows, n, k, input dtype, output dtype, bias.
   using GemmShape = std::tuple<int64_t, int64_t, int64_t, int, int, bool>;
   struct GemmChoice {

@@ -4,33 +4,46 @@
 
 namespace llmc::gemv {
 
-constexpr int kWarps = 16;          // per block; they split k
-constexpr int kThreads = kWarps * 32;
-constexpr int kRowsPerBlock = 16;   // weight rows (output columns) per block: the mma's M
-constexpr int kMaxInputRows = 8;    // input rows: the mma's N
-constexpr int kUnroll = 4;          // 32-k blocks a warp loads together
+constexpr int kWarps = 8;                  // warps that multiply; they split each chunk's k
+constexpr int kThreads = (kWarps + 1) * 32;  // and one warp that issues the weight copies
+constexpr int kRowsPerBlock = 16;          // weight rows (output columns) per tile: the mma's M
+constexpr int kMaxInputRows = 8;           // input rows: the mma's N
+constexpr int kUnroll = 4;                 // 32-k blocks of a chunk each warp multiplies
+
+// A tile's weights arrive in chunks: kChunkBytes of each of its 16 rows (the
+// last chunk of a row may be shorter), one bulk copy a row, into a ring of
+// kStages chunks in shared memory. Each row is padded by 64 bytes so that
+// rows g and g + 1, which one quarter of a warp reads together, fall on
+// different banks. Four chunks of 2 KB (132 KB, so one block a
+// multiprocessor) streamed faster than three (two blocks a multiprocessor)
+// and as fast as six, or three of 4 KB (docs/PERF.md).
+constexpr int kChunkBytes = kWarps * kUnroll * 64;  // a 32-k block of a row is 64 bytes
+constexpr int kRowStrideBytes = kChunkBytes + 64;
+constexpr int kStageBytes = kRowsPerBlock * kRowStrideBytes;
+constexpr int kStages = 4;
+constexpr int kSharedBytes = kStages * kStageBytes;  // dynamic shared memory a block
 
 // Bits of the kernel's `flags` argument.
 constexpr int kHalfInputs = 1;   // f16 inputs, weights and bias (else bf16)
 constexpr int kFloatOutput = 2;  // fp32 output (else the input type)
 
-// Registers are capped so that two blocks fit on a multiprocessor (64 a
-// thread), but the grid takes one per multiprocessor: the other place is left
-// to the next GEMV, whose blocks start during this one's tail and stream their
-// first weights while it finishes (common.cuh's NextKernel::kAtOnce).
-constexpr int kBlocksPerMultiprocessor = 2;
-constexpr int kGridBlocksPerMultiprocessor = 1;
+// One block a multiprocessor, each with its ring; the partial sums (4 KB)
+// and the 1 KB the system reserves a block come on top.
+constexpr int kBlocksPerMultiprocessor = 1;
+static_assert(kBlocksPerMultiprocessor * (kSharedBytes + 6 * 1024) <= 228 * 1024,
+              "a GEMV block fits in an sm_90 multiprocessor's shared memory");
 
 // One block per tile of 16 weight rows, at most one per multiprocessor.
 constexpr long long gridBlocks(long long n, int multiprocessors) {
   const long long tiles = (n + kRowsPerBlock - 1) / kRowsPerBlock;
-  const long long resident = (long long)kGridBlocksPerMultiprocessor * multiprocessors;
+  const long long resident = (long long)kBlocksPerMultiprocessor * multiprocessors;
   return tiles < resident ? tiles : resident;
 }
 
 // Whether the kernel computes a rows x n x k GEMM whose input and weight
 // start at 16-byte aligned addresses: up to 8 rows, k a whole number of
-// 16-byte vectors, every vector offset into the weight within int.
+// 16-byte vectors (so every row, and every chunk of it, starts 16-byte
+// aligned, as bulk copies need), every vector offset into the weight within int.
 constexpr bool takes(long long rows, long long n, long long k, bool aligned) {
   return aligned && rows >= 1 && rows <= kMaxInputRows && n >= 1 && k >= 8 && k % 8 == 0 &&
          (n + kRowsPerBlock) * (k / 8) <= 0x7fffffffLL;
