@@ -177,10 +177,15 @@ void CudaBackend::loadKernels(const plan::Plan &plan) {
       sampleRowBlocks_ = blocks;
       break;
     }
-  // The GEMV streams its weights with bulk copies (sm_90); elsewhere every
-  // GEMM goes to cuBLASLt. Its ring takes most of a multiprocessor's shared
-  // memory (GemvShape.h), so it asks for all of it, as attention does.
-  if (sm90_) {
+  // The GEMV streams its weights with bulk copies (sm_90) into a ring that
+  // takes most of a multiprocessor's shared memory (GemvShape.h), so it
+  // asks for all of it, as attention does; where the ring does not fit a
+  // block (before sm_90, or parts with about 100 KB) every GEMM goes to cuBLASLt.
+  int sharedOptIn = 0;
+  driver_.check(
+      driver_.cuDeviceGetAttribute(&sharedOptIn, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, device_),
+      "cuDeviceGetAttribute");
+  if (sm90_ && sharedOptIn >= gemv::kSharedBytes + gemv::kStaticSharedBytes) {
     gemvRows_ = loadFunction(binaries[planModules + jit::kGemvModule]);
     driver_.check(
         driver_.cuFuncSetAttribute(gemvRows_, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, gemv::kSharedBytes),

@@ -27,10 +27,14 @@ constexpr int kSharedBytes = kStages * kStageBytes;  // dynamic shared memory a 
 constexpr int kHalfInputs = 1;   // f16 inputs, weights and bias (else bf16)
 constexpr int kFloatOutput = 2;  // fp32 output (else the input type)
 
-// One block a multiprocessor, each with its ring; the partial sums (4 KB)
-// and the 1 KB the system reserves a block come on top.
+// The kernel's static shared memory besides the ring, rounded up: the
+// partial sums of a tile (4 KB) and the ring's barriers.
+constexpr int kStaticSharedBytes = 5 * 1024;
+
+// One block a multiprocessor, each with its ring; the system reserves 1 KB
+// a block on top.
 constexpr int kBlocksPerMultiprocessor = 1;
-static_assert(kBlocksPerMultiprocessor * (kSharedBytes + 6 * 1024) <= 228 * 1024,
+static_assert(kBlocksPerMultiprocessor * (kSharedBytes + kStaticSharedBytes + 1024) <= 228 * 1024,
               "a GEMV block fits in an sm_90 multiprocessor's shared memory");
 
 // One block per tile of 16 weight rows, at most one per multiprocessor.

@@ -119,6 +119,8 @@ __device__ __forceinline__ float widen(unsigned short bits) {
 extern __shared__ __align__(128) unsigned char ring[];
 __shared__ unsigned long long chunk_landed[kStages], chunk_read[kStages];
 __shared__ float partial[kWarps][4][32];
+static_assert(sizeof(partial) + sizeof(chunk_landed) + sizeof(chunk_read) <= kStaticSharedBytes,
+              "the launcher's shared memory check counts all of it");
 
 // Barrier 1: the multiplying warps only (the copy warp has left).
 __device__ __forceinline__ void sync_multiplying_warps() {
