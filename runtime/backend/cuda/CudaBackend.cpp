@@ -47,6 +47,16 @@ CudaBackend::GemmShape shapeOf(const GemmArgs &g) {
   return {g.rows, g.n, g.k, int(g.input_dtype), int(g.out_dtype), g.bias != nullptr};
 }
 
+// The launch attribute that groups each `blocks` consecutive blocks (along x)
+// into a thread-block cluster.
+CUlaunchAttribute clusterOf(int blocks) {
+  CUlaunchAttribute cluster{};
+  cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+  cluster.value.clusterDim.x = unsigned(blocks);
+  cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
+  return cluster;
+}
+
 } // namespace
 
 CudaBackend::CudaBackend(int device) : driver_(cuda::Driver::get()) {
@@ -164,6 +174,17 @@ void CudaBackend::loadKernels(const plan::Plan &plan) {
                   "cuModuleGetFunction");
     return function;
   };
+  // A kernel's static shared memory adds to the dynamic amount, and above
+  // 48 KB in all a launch needs the opt-in; kernels that stage data there
+  // (attention's K/V rings, the GEMV's weight ring) also want as many blocks
+  // a multiprocessor as it holds, not a larger L1.
+  auto stageInSharedMemory = [&](CUfunction function, int dynamicBytes) {
+    driver_.check(driver_.cuFuncSetAttribute(function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamicBytes),
+                  "cuFuncSetAttribute");
+    driver_.check(driver_.cuFuncSetAttribute(function, CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                                             CU_SHAREDMEM_CARVEOUT_MAX_SHARED),
+                  "cuFuncSetAttribute");
+  };
   sampleRows_ = loadFunction(binaries[planModules + jit::kSampleRowsModule]);
   // The sampler splits a few rows over clusters (sm_90) of up to the
   // portable 8 blocks, as large as a GPC here can place.
@@ -178,39 +199,23 @@ void CudaBackend::loadKernels(const plan::Plan &plan) {
       break;
     }
   // The GEMV streams its weights with bulk copies (sm_90) into a ring that
-  // takes most of a multiprocessor's shared memory (GemvShape.h), so it
-  // asks for all of it, as attention does; where the ring does not fit a
-  // block (before sm_90, or parts with about 100 KB) every GEMM goes to cuBLASLt.
+  // takes most of a multiprocessor's shared memory (GemvShape.h); where the
+  // ring does not fit a block (before sm_90, or parts with about 100 KB)
+  // every GEMM goes to cuBLASLt.
   int sharedOptIn = 0;
   driver_.check(
       driver_.cuDeviceGetAttribute(&sharedOptIn, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, device_),
       "cuDeviceGetAttribute");
   if (sm90_ && sharedOptIn >= gemv::kSharedBytes + gemv::kStaticSharedBytes) {
     gemvRows_ = loadFunction(binaries[planModules + jit::kGemvModule]);
-    driver_.check(
-        driver_.cuFuncSetAttribute(gemvRows_, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, gemv::kSharedBytes),
-        "cuFuncSetAttribute");
-    driver_.check(driver_.cuFuncSetAttribute(gemvRows_, CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
-                                             CU_SHAREDMEM_CARVEOUT_MAX_SHARED),
-                  "cuFuncSetAttribute");
+    stageInSharedMemory(gemvRows_, gemv::kSharedBytes);
   }
   binaries.resize(planModules);
   for (size_t i = 0; i < binaries.size(); ++i) {
     CUfunction function = loadFunction(binaries[i]);
     const plan::KernelModule &kernel = *plan.kernels()->Get(uint32_t(i));
-    // A kernel's static shared memory adds to the dynamic amount, and above
-    // 48 KB in all a launch needs the opt-in; kernels that stage data there
-    // (attention's K/V rings) also want as many blocks a multiprocessor as it
-    // holds, not a larger L1.
-    if (kernel.shared_bytes() > 0) {
-      driver_.check(driver_.cuFuncSetAttribute(function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                               kernel.shared_bytes()),
-                    "cuFuncSetAttribute");
-      driver_.check(driver_.cuFuncSetAttribute(function,
-                                               CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
-                                               CU_SHAREDMEM_CARVEOUT_MAX_SHARED),
-                    "cuFuncSetAttribute");
-    }
+    if (kernel.shared_bytes() > 0)
+      stageInSharedMemory(function, kernel.shared_bytes());
     functions_.push_back(function);
     maxClusters_.push_back(sm90_ ? usableClusterSize(function, kernel) : 1);
   }
@@ -235,10 +240,7 @@ int CudaBackend::usableClusterSize(CUfunction function, const plan::KernelModule
 // kernel (a GPC with room for all of them at once). The kernel must already
 // allow `sharedBytes` of dynamic shared memory.
 bool CudaBackend::clusterFits(CUfunction function, int blocks, int threads, int sharedBytes) const {
-  CUlaunchAttribute cluster{};
-  cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-  cluster.value.clusterDim.x = unsigned(blocks);
-  cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
+  CUlaunchAttribute cluster = clusterOf(blocks);
   CUlaunchConfig config{};
   config.gridDimX = unsigned(blocks);
   config.gridDimY = config.gridDimZ = 1;
@@ -316,10 +318,7 @@ void CudaBackend::launch(const plan::Plan &plan, int32_t kernelIndex, std::span<
   if (const int maxCluster = maxClusters_.at(size_t(kernelIndex)); maxCluster > 1) {
     const int blocks =
         llmc_kernels::cluster_blocks(int64_t(grid[0]) * grid[1] * grid[2], maxCluster, multiprocessors_);
-    CUlaunchAttribute &cluster = attributes[config.numAttrs++];
-    cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-    cluster.value.clusterDim.x = unsigned(blocks);
-    cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
+    attributes[config.numAttrs++] = clusterOf(blocks);
     config.gridDimX *= unsigned(blocks);
   }
   driver_.check(driver_.cuLaunchKernelEx(&config, functions_.at(size_t(kernelIndex)), params, nullptr),
@@ -495,7 +494,7 @@ void CudaBackend::gemm(const GemmArgs &g, GemmKernel kernel, int algo) {
   if (g.rows == 0)
     return;
   if (kernel == GemmKernel::gemv) {
-    if (!gemvRows_ || !gemvTakes(g))
+    if (!hasGemv() || !gemvTakes(g))
       throw std::logic_error("gemv_rows needs loadKernels() on sm_90 and a GEMM it takes (gemv::takes)");
     int flags = (g.input_dtype == plan::DType::f16 ? gemv::kHalfInputs : 0) |
                 (g.out_dtype == plan::DType::f32 ? gemv::kFloatOutput : 0);
@@ -537,10 +536,7 @@ void CudaBackend::sample(float *logits, int64_t rows, int64_t cols, const sample
   long long columns = cols;
   void *arguments[] = {&logits, &columns, &params, &adjustments, &out};
   const int rowBlocks = sample_rows::rowBlocks(rows, sampleRowBlocks_, multiprocessors_);
-  CUlaunchAttribute cluster{};
-  cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-  cluster.value.clusterDim.x = unsigned(rowBlocks);
-  cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
+  CUlaunchAttribute cluster = clusterOf(rowBlocks);
   CUlaunchConfig config{};
   config.gridDimX = unsigned(rows * rowBlocks);
   config.gridDimY = config.gridDimZ = 1;
