@@ -79,7 +79,7 @@ for step in "${@:-check bench serve}"; do
         work=build/gpu-profile && mkdir -p "$work"
         cat kernels/common.cuh runtime/backend/cuda/GemvShape.h runtime/backend/cuda/gemv.cu \
           | grep -v '^#pragma once' > "$work/gemv_source.cuh"
-        /usr/local/cuda/bin/nvcc -O2 -arch=sm_90a -I"$work" test/gpu/gemv_profile.cu -lcublas -o "$work/gemv_profile" \
+        /usr/local/cuda/bin/nvcc -O2 --expt-relaxed-constexpr -arch=sm_90a -I"$work" test/gpu/gemv_profile.cu -lcublas -o "$work/gemv_profile" \
           || exit 1
         # Every kernel but gemv_profile.cu's `fill`: its GEMVs and cuBLAS's kernels.
         /usr/local/cuda/bin/ncu --kernel-name regex:'^[^f]' --launch-count 16 --section SpeedOfLight \

@@ -37,9 +37,14 @@ constexpr int kBlocksPerMultiprocessor = 1;
 static_assert(kBlocksPerMultiprocessor * (kSharedBytes + kStaticSharedBytes + 1024) <= 228 * 1024,
               "a GEMV block fits in an sm_90 multiprocessor's shared memory");
 
-// One block per tile of 16 weight rows, at most one per multiprocessor.
+// Tiles of 16 weight rows in an n-row weight, and the chunks of a row of k
+// 16-bit elements (the copy warp and the multiplying warps walk the same ones).
+constexpr long long tilesOf(long long n) { return (n + kRowsPerBlock - 1) / kRowsPerBlock; }
+constexpr long long chunksOf(long long k) { return (2 * k + kChunkBytes - 1) / kChunkBytes; }
+
+// One block per tile, at most one per multiprocessor.
 constexpr long long gridBlocks(long long n, int multiprocessors) {
-  const long long tiles = (n + kRowsPerBlock - 1) / kRowsPerBlock;
+  const long long tiles = tilesOf(n);
   const long long resident = (long long)kBlocksPerMultiprocessor * multiprocessors;
   return tiles < resident ? tiles : resident;
 }

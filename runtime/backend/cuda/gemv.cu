@@ -131,8 +131,7 @@ __device__ __forceinline__ void sync_multiplying_warps() {
 // multiplying warps read them, each into the slot they have last freed.
 __device__ void copy_weights(const unsigned char *weight, int n, int k) {
   const long long row_bytes = 2LL * k;
-  const int chunks = int((row_bytes + kChunkBytes - 1) / kChunkBytes);
-  const int tiles = (n + kRowsPerBlock - 1) / kRowsPerBlock;
+  const int chunks = int(chunksOf(k)), tiles = int(tilesOf(n));
   unsigned long long policy;
   asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
   int chunk_index = 0;
@@ -193,8 +192,7 @@ __device__ void multiply_tiles(const uint4 *in, const unsigned short *bias, void
   const int g = lane >> 2, t = lane & 3;
   constexpr int kChunkVectors = kChunkBytes / 16;
   const int vectors = k / 8;  // 16-byte vectors per row; offsets fit in int (takes() bounds n * k)
-  const int chunks = (vectors + kChunkVectors - 1) / kChunkVectors;
-  const int tiles = (n + kRowsPerBlock - 1) / kRowsPerBlock;
+  const int chunks = int(chunksOf(k)), tiles = int(tilesOf(n));
   const bool x_valid = g < rows;
   const uint4 *x_row = in + g * vectors;
   const uint4 zero = make_uint4(0, 0, 0, 0);
